@@ -1,0 +1,28 @@
+# Two entry points for a fresh machine: `make simulate` and `make test`.
+# Everything lands in .venv (in the repo, ignored by git); heavy builds such as
+# the Kubernetes control plane are cached outside the repo (~/.cache/kubenpu).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: simulate test lint venv
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+simulate: $(STAMP)
+	$(BIN)/kubenpu simulate
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/lint-imports
+
+test: lint
+	$(BIN)/pytest

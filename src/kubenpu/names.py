@@ -1,0 +1,43 @@
+"""The one source of truth for resource names, labels and annotation keys.
+
+Every component (device plugin, extender, webhook, kubectl plugin, adapters) imports these
+constants; no other module spells them out.
+"""
+
+from typing import Final
+
+#: Whole NPUs, exclusive (integer extended resource).
+RESOURCE_NPU: Final = "aliyun.com/npu"
+#: Percent of one NPU's compute, for a shared NPU (integer 1..100).
+RESOURCE_NPU_CORE: Final = "aliyun.com/npu-core"
+#: NPU memory in GiB on a shared NPU (optional dimension).
+RESOURCE_NPU_MEM: Final = "aliyun.com/npu-mem"
+
+#: Node label carrying the device model, e.g. ``hanguang-800``.
+LABEL_NPU_MODEL: Final = "aliyun.com/npu-model"
+#: Well-known node label of the cloud instance type.
+LABEL_INSTANCE_TYPE: Final = "node.kubernetes.io/instance-type"
+#: Instance type of the reference NPU worker (Alibaba Cloud ACK).
+REFERENCE_INSTANCE_TYPE: Final = "ecs.ebman1.26xlarge"
+#: Device model advertised by the reference instance type.
+REFERENCE_NPU_MODEL: Final = "hanguang-800"
+
+#: Units of ``aliyun.com/npu-core`` per device (percent).
+CORE_UNITS_PER_DEVICE: Final = 100
+#: Internal compute unit: one device holds 1000 milli (the openb trace's unit).
+MILLI_PER_DEVICE: Final = 1000
+
+_ANNOTATION_PREFIX: Final = "kubenpu.io/"
+#: Pod annotation: the node the placement was made for.
+ANNOTATION_NODE: Final = _ANNOTATION_PREFIX + "node"
+#: Pod annotation: comma-separated device ids given to the pod.
+ANNOTATION_DEVICES: Final = _ANNOTATION_PREFIX + "devices"
+#: Pod annotation: comma-separated shares (milli of one device) aligned with the device ids.
+ANNOTATION_SHARES: Final = _ANNOTATION_PREFIX + "shares"
+#: Pod annotation: RFC 3339 time the placement was recorded.
+ANNOTATION_ASSUMED_AT: Final = _ANNOTATION_PREFIX + "assumed-at"
+#: Pod annotation: name of the policy that made the placement.
+ANNOTATION_POLICY: Final = _ANNOTATION_PREFIX + "policy"
+
+#: Environment variable listing the device indices visible to a container.
+ENV_VISIBLE_DEVICES: Final = "NPU_VISIBLE_DEVICES"
