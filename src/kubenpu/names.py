@@ -41,3 +41,12 @@ ANNOTATION_POLICY: Final = _ANNOTATION_PREFIX + "policy"
 
 #: Environment variable listing the device indices visible to a container.
 ENV_VISIBLE_DEVICES: Final = "NPU_VISIBLE_DEVICES"
+
+#: Environment variable: percent of one NPU's compute granted to a shared container.
+ENV_CORE_LIMIT: Final = "NPU_CORE_LIMIT"
+#: Environment variable: NPU memory in GiB granted to a shared container.
+ENV_MEM_LIMIT_GIB: Final = "NPU_MEM_LIMIT_GIB"
+#: Environment variable of the node's name (set from the downward API in the DaemonSet).
+ENV_NODE_NAME: Final = "NODE_NAME"
+#: Prefix of the device plugin's settings in the environment, e.g. KUBENPU_DP_BACKEND.
+ENV_DEVICE_PLUGIN_PREFIX: Final = "KUBENPU_DP_"

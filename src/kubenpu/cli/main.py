@@ -3,7 +3,7 @@
 import typer
 
 from kubenpu import __version__
-from kubenpu.cli import simulate
+from kubenpu.cli import device_plugin, simulate
 
 app = typer.Typer(
     name="kubenpu",
@@ -13,6 +13,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("simulate")(simulate.simulate)
+app.command("device-plugin")(device_plugin.device_plugin)
 
 
 @app.callback(invoke_without_command=True)

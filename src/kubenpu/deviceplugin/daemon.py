@@ -1,0 +1,134 @@
+"""The device plugin process: config -> backend -> managers -> servers, until SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+
+from kubenpu.deviceplugin.backends import open_backend
+from kubenpu.deviceplugin.config import DevicePluginConfig
+from kubenpu.deviceplugin.manager import Kind, ResourceManager
+from kubenpu.deviceplugin.metrics import PluginMetrics
+from kubenpu.deviceplugin.server import PluginServer
+from kubenpu.deviceplugin.sharing import PlacementResolver, PodLookup, kubernetes_pod_lookup
+from kubenpu.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+#: How often registration (and kubelet restarts) are checked.
+REGISTRATION_TICK_S = 0.5
+
+
+def endpoint_of(resource: str) -> str:
+    """Socket file name for a resource: ``aliyun.com/npu-core`` -> ``kubenpu-npu-core.sock``."""
+    return f"kubenpu-{resource.rsplit('/', 1)[-1]}.sock"
+
+
+class DevicePluginDaemon:
+    """Everything one node runs; :meth:`run` blocks until :meth:`shutdown` (or a signal)."""
+
+    def __init__(
+        self,
+        config: DevicePluginConfig,
+        *,
+        pod_lookup: PodLookup | None = None,
+    ) -> None:
+        self.config = config
+        self.metrics = PluginMetrics()
+        self.backend, devices = open_backend(config)
+        self._stop = threading.Event()
+        cdi_kind = config.cdi_kind if config.cdi else None
+        self.managers = [ResourceManager(config.resource, devices, self.backend, cdi_kind=cdi_kind)]
+        if config.sharing:
+            resolver = PlacementResolver(pod_lookup or self._default_lookup())
+            self.managers.append(
+                ResourceManager(
+                    config.core_resource,
+                    devices,
+                    self.backend,
+                    kind=Kind.CORE,
+                    resolver=resolver,
+                    cdi_kind=cdi_kind,
+                )
+            )
+            if config.memory_resource:
+                self.managers.append(
+                    ResourceManager(config.mem_resource, devices, self.backend, kind=Kind.MEM)
+                )
+        self.servers = [
+            PluginServer(m, config.kubelet_dir, endpoint_of(m.resource), self.metrics)
+            for m in self.managers
+        ]
+        log.info(
+            "backend %s: %d devices: %s",
+            self.backend.name,
+            len(devices),
+            ", ".join(f"{d.id}(index {d.index}, group {d.group})" for d in devices),
+        )
+
+    def _default_lookup(self) -> PodLookup:
+        if not self.config.node_name:
+            raise ConfigError(
+                "node-name: sharing needs the node's name to find its pods; set NODE_NAME"
+            )
+        try:
+            return kubernetes_pod_lookup(self.config.node_name, self.config.kubeconfig)
+        except Exception as err:
+            # Without API access every shared request takes the safe local choice.
+            log.warning("no Kubernetes API access (%s); shared requests use local choice", err)
+            return list
+
+    def _check_health(self) -> None:
+        devices = self.managers[0].devices
+        try:
+            unhealthy = self.backend.unhealthy(devices)
+        except Exception:  # a backend bug must not stop health reporting for good
+            log.exception("health check of backend %s failed", self.backend.name)
+            return
+        for manager in self.managers:
+            manager.set_unhealthy(unhealthy)
+            self.metrics.set_health(manager.resource, *manager.health_counts())
+
+    def _health_loop(self) -> None:
+        while not self._stop.wait(self.config.health_interval):
+            self._check_health()
+
+    def run(self, *, install_signals: bool = True) -> None:
+        """Serve until shutdown; SIGTERM and SIGINT shut down cleanly."""
+        if install_signals:
+            self._install_signals()
+        if self.config.metrics_port:
+            self.metrics.serve(self.config.metrics_port)
+            log.info("metrics on :%d/metrics", self.config.metrics_port)
+        self._check_health()
+        health = threading.Thread(target=self._health_loop, name="health", daemon=True)
+        health.start()
+        try:
+            while True:
+                for server in self.servers:
+                    server.ensure_registered()
+                if self._stop.wait(REGISTRATION_TICK_S):
+                    break
+        finally:
+            self._stop.set()
+            for manager in self.managers:
+                manager.close()
+            for server in self.servers:
+                server.stop()
+            health.join(timeout=2)
+            self.backend.close()
+            log.info("device plugin stopped; sockets removed")
+
+    def shutdown(self) -> None:
+        """Ask :meth:`run` to return (thread-safe)."""
+        self._stop.set()
+
+    def _install_signals(self) -> None:
+        def handler(signum: int, frame: FrameType | None) -> None:
+            log.info("got %s; shutting down", signal.Signals(signum).name)
+            self.shutdown()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)

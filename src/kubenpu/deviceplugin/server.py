@@ -1,0 +1,249 @@
+"""The gRPC side: translates v1beta1 to and from a ResourceManager; owns socket and registration.
+
+A :class:`PluginServer` serves one resource on ``<kubelet-dir>/<endpoint>`` and registers
+it with the kubelet. :meth:`PluginServer.ensure_registered`, called every half second by
+the daemon, notices a kubelet restart (``kubelet.sock`` recreated: a new inode; or the
+plugin's own socket deleted) and starts serving and registers again, well within 5 s.
+Failures of a call become a gRPC status with a clear text; they never stop the server.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+
+from kubenpu.deviceplugin.api import HEALTHY, KUBELET_SOCKET, UNHEALTHY, VERSION, pb, rpc
+from kubenpu.deviceplugin.manager import ResourceManager
+from kubenpu.deviceplugin.metrics import PluginMetrics
+from kubenpu.errors import DeviceError
+
+log = logging.getLogger(__name__)
+
+#: How long ListAndWatch waits for a change before checking that the stream is alive.
+_STREAM_TICK_S = 1.0
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return path.stat().st_ino
+    except OSError:
+        return None
+
+
+class DevicePluginServicer(rpc.DevicePluginServicer):
+    """The DevicePlugin service for one resource manager: protobuf in, protobuf out."""
+
+    def __init__(self, manager: ResourceManager, metrics: PluginMetrics, stop: threading.Event):
+        self._manager = manager
+        self._metrics = metrics
+        self._stop = stop
+
+    def GetDevicePluginOptions(
+        self, request: pb.Empty, context: grpc.ServicerContext
+    ) -> pb.DevicePluginOptions:
+        return options()
+
+    def ListAndWatch(
+        self, request: pb.Empty, context: grpc.ServicerContext
+    ) -> Iterator[pb.ListAndWatchResponse]:
+        manager = self._manager
+        version, listing = manager.listing()
+        yield _listing_message(listing)
+        while context.is_active() and not self._stop.is_set() and not manager.closed:
+            new = manager.wait_for_change(version, _STREAM_TICK_S)
+            if new != version:
+                version, listing = manager.listing()
+                yield _listing_message(listing)
+
+    def GetPreferredAllocation(
+        self, request: pb.PreferredAllocationRequest, context: grpc.ServicerContext
+    ) -> pb.PreferredAllocationResponse:
+        responses = []
+        for creq in request.container_requests:
+            try:
+                ids = self._manager.preferred(
+                    list(creq.available_deviceIDs),
+                    list(creq.must_include_deviceIDs),
+                    creq.allocation_size,
+                )
+            except DeviceError as err:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+            responses.append(pb.ContainerPreferredAllocationResponse(deviceIDs=ids))
+        return pb.PreferredAllocationResponse(container_responses=responses)
+
+    def Allocate(
+        self, request: pb.AllocateRequest, context: grpc.ServicerContext
+    ) -> pb.AllocateResponse:
+        resource = self._manager.resource
+        started = time.perf_counter()
+        responses = []
+        try:
+            for creq in request.container_requests:
+                alloc = self._manager.allocate(list(creq.devices_ids))
+                responses.append(
+                    pb.ContainerAllocateResponse(
+                        envs=alloc.envs,
+                        mounts=[
+                            pb.Mount(
+                                container_path=m.container_path,
+                                host_path=m.host_path,
+                                read_only=m.read_only,
+                            )
+                            for m in alloc.mounts
+                        ],
+                        devices=[
+                            pb.DeviceSpec(container_path=c, host_path=h, permissions=p)
+                            for h, c, p in alloc.device_specs
+                        ],
+                        annotations=alloc.annotations,
+                        cdi_devices=[pb.CDIDevice(name=n) for n in alloc.cdi_devices],
+                    )
+                )
+        except DeviceError as err:
+            self._metrics.allocations.labels(resource, "error").inc()
+            log.warning("Allocate refused: %s", err)
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        except Exception as err:  # a bug must cost one call, not the daemon
+            self._metrics.allocations.labels(resource, "error").inc()
+            log.exception("Allocate failed")
+            context.abort(grpc.StatusCode.INTERNAL, f"{resource}: internal error: {err}")
+        finally:
+            self._metrics.allocate_seconds.labels(resource).observe(time.perf_counter() - started)
+        self._metrics.allocations.labels(resource, "ok").inc(len(responses))
+        return pb.AllocateResponse(container_responses=responses)
+
+    def PreStartContainer(
+        self, request: pb.PreStartContainerRequest, context: grpc.ServicerContext
+    ) -> pb.PreStartContainerResponse:
+        # Not required (see options()); answered so that a kubelet calling it anyway works.
+        return pb.PreStartContainerResponse()
+
+
+def options() -> pb.DevicePluginOptions:
+    """What every kubenpu plugin announces: preferred allocation yes, pre-start no."""
+    return pb.DevicePluginOptions(pre_start_required=False, get_preferred_allocation_available=True)
+
+
+def _listing_message(listing: list) -> pb.ListAndWatchResponse:
+    return pb.ListAndWatchResponse(
+        devices=[
+            pb.Device(
+                ID=d.id,
+                health=HEALTHY if d.healthy else UNHEALTHY,
+                topology=pb.TopologyInfo(nodes=[pb.NUMANode(ID=d.numa_node)])
+                if d.numa_node is not None
+                else None,
+            )
+            for d in listing
+        ]
+    )
+
+
+class PluginServer:
+    """Serves one resource on its own socket and keeps it registered with the kubelet."""
+
+    def __init__(
+        self,
+        manager: ResourceManager,
+        kubelet_dir: str | os.PathLike[str],
+        endpoint: str,
+        metrics: PluginMetrics,
+    ) -> None:
+        self.manager = manager
+        self.kubelet_dir = Path(kubelet_dir)
+        self.endpoint = endpoint
+        self.socket_path = self.kubelet_dir / endpoint
+        self._metrics = metrics
+        self._server: grpc.Server | None = None
+        self._stop = threading.Event()
+        self._registered_kubelet: int | None = None  # inode of kubelet.sock we registered at
+        self._last_failure = ""
+
+    @property
+    def registered(self) -> bool:
+        """Whether the last registration is still current."""
+        return self._registered_kubelet is not None
+
+    def _serve(self) -> None:
+        self._shutdown_server()
+        self.kubelet_dir.mkdir(parents=True, exist_ok=True)
+        self.socket_path.unlink(missing_ok=True)
+        self._stop = threading.Event()
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix=self.endpoint)
+        )
+        rpc.add_DevicePluginServicer_to_server(
+            DevicePluginServicer(self.manager, self._metrics, self._stop), server
+        )
+        server.add_insecure_port(f"unix://{self.socket_path}")
+        server.start()
+        self._server = server
+        log.info("%s: serving on %s", self.manager.resource, self.socket_path)
+
+    def _register(self) -> bool:
+        kubelet_sock = self.kubelet_dir / KUBELET_SOCKET
+        inode = _inode(kubelet_sock)
+        if inode is None:
+            self._note_failure(f"waiting for the kubelet: {kubelet_sock} does not exist")
+            return False
+        request = pb.RegisterRequest(
+            version=VERSION,
+            endpoint=self.endpoint,
+            resource_name=self.manager.resource,
+            options=options(),
+        )
+        with grpc.insecure_channel(f"unix://{kubelet_sock}") as channel:
+            try:
+                rpc.RegistrationStub(channel).Register(request, timeout=10)
+            except grpc.RpcError as err:
+                self._note_failure(f"registration refused: {err.code().name}: {err.details()}")
+                return False
+        self._registered_kubelet = inode
+        self._last_failure = ""
+        self._metrics.registrations.labels(self.manager.resource).inc()
+        log.info(
+            "%s: registered with the kubelet at %s (endpoint %s)",
+            self.manager.resource,
+            kubelet_sock,
+            self.endpoint,
+        )
+        return True
+
+    def _note_failure(self, text: str) -> None:
+        if text != self._last_failure:  # log each new reason once, not every retry
+            log.warning("%s: %s; retrying", self.manager.resource, text)
+            self._last_failure = text
+
+    def ensure_registered(self) -> bool:
+        """Serve and register if not yet done or if the kubelet restarted; True if current."""
+        kubelet_inode = _inode(self.kubelet_dir / KUBELET_SOCKET)
+        own_socket_ok = self._server is not None and self.socket_path.exists()
+        if own_socket_ok and self._registered_kubelet is not None:
+            if kubelet_inode == self._registered_kubelet:
+                return True
+            log.info("%s: kubelet.sock was recreated; registering again", self.manager.resource)
+        self._registered_kubelet = None
+        if not own_socket_ok:
+            if self._server is not None:
+                log.info("%s: own socket was removed; serving again", self.manager.resource)
+            self._serve()
+        return self._register()
+
+    def _shutdown_server(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            self._stop.set()
+            server.stop(grace=1).wait()
+
+    def stop(self) -> None:
+        """Stop serving (ending ListAndWatch streams) and remove the socket."""
+        self._shutdown_server()
+        self._registered_kubelet = None
+        self.socket_path.unlink(missing_ok=True)

@@ -1,0 +1,152 @@
+"""Shared NPUs: which physical device a shared container gets, from the scheduler's record.
+
+The kubelet hands a shared container N virtual ``aliyun.com/npu-core`` units and says
+nothing about the pod. The scheduler, however, recorded its decision on the pod
+(``kubenpu.io/devices`` and ``kubenpu.io/shares``, milli of one device per entry). So the
+plugin lists the pods bound to this node that are still Pending, and takes the oldest
+unclaimed placement entry whose share equals the request (N units x 10 milli).
+
+Race handling: several pending pods may ask for the same share at once, and the kubelet
+does not say which one it is admitting. Any of them may get any of the matching entries:
+the entries have equal shares, so every device still carries exactly the total the
+scheduler reserved on it, and nothing is oversubscribed. Entries are claimed in memory so
+one entry is never given twice; claims of pods that are no longer pending are forgotten.
+When the API cannot be read, or no entry matches, the caller falls back to a local choice.
+
+The API is behind :data:`PodLookup`, a plain function; tests pass their own.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kubenpu.names import (
+    ANNOTATION_ASSUMED_AT,
+    ANNOTATION_DEVICES,
+    ANNOTATION_NODE,
+    ANNOTATION_SHARES,
+    CORE_UNITS_PER_DEVICE,
+    MILLI_PER_DEVICE,
+)
+
+log = logging.getLogger(__name__)
+
+#: Milli of one device per ``aliyun.com/npu-core`` unit.
+MILLI_PER_CORE_UNIT = MILLI_PER_DEVICE // CORE_UNITS_PER_DEVICE
+
+
+@dataclass(frozen=True, slots=True)
+class PendingPlacement:
+    """The scheduler's placement record on a pending pod bound to this node."""
+
+    namespace: str
+    name: str
+    uid: str
+    #: Device ids (or indices) per entry, aligned with ``shares_milli``.
+    devices: tuple[str, ...]
+    shares_milli: tuple[int, ...]
+    assumed_at: str = ""
+
+
+#: Returns the placements of the pending pods bound to this node.
+PodLookup = Callable[[], Sequence[PendingPlacement]]
+
+
+def placement_from_annotations(
+    namespace: str, name: str, uid: str, annotations: dict[str, str], node: str
+) -> PendingPlacement | None:
+    """Read a placement from pod annotations; None when absent, malformed or for another node."""
+    devices = annotations.get(ANNOTATION_DEVICES, "")
+    shares = annotations.get(ANNOTATION_SHARES, "")
+    if not devices or not shares:
+        return None
+    if annotations.get(ANNOTATION_NODE, node) != node:
+        return None
+    ids = tuple(d.strip() for d in devices.split(","))
+    try:
+        milli = tuple(int(s) for s in shares.split(","))
+    except ValueError:
+        log.warning("pod %s/%s: malformed %s %r", namespace, name, ANNOTATION_SHARES, shares)
+        return None
+    if len(ids) != len(milli):
+        log.warning("pod %s/%s: %d devices but %d shares", namespace, name, len(ids), len(milli))
+        return None
+    return PendingPlacement(
+        namespace, name, uid, ids, milli, annotations.get(ANNOTATION_ASSUMED_AT, "")
+    )
+
+
+def kubernetes_pod_lookup(node_name: str, kubeconfig: str = "") -> PodLookup:
+    """A :data:`PodLookup` reading the API with the official client (imported lazily).
+
+    In-cluster credentials when ``kubeconfig`` is empty, else that file.
+    """
+    from kubernetes import client, config  # the one place the plugin talks to the API
+
+    if kubeconfig:
+        config.load_kube_config(config_file=kubeconfig)
+    else:
+        config.load_incluster_config()
+    api = client.CoreV1Api()
+    selector = f"spec.nodeName={node_name},status.phase=Pending"
+
+    def lookup() -> list[PendingPlacement]:
+        pods: Any = api.list_pod_for_all_namespaces(field_selector=selector, _request_timeout=3)
+        found = []
+        for pod in pods.items:
+            meta = pod.metadata
+            placement = placement_from_annotations(
+                meta.namespace, meta.name, meta.uid, meta.annotations or {}, node_name
+            )
+            if placement is not None:
+                found.append(placement)
+        return found
+
+    return lookup
+
+
+class PlacementResolver:
+    """Matches shared requests to the scheduler's placement entries (see module doc)."""
+
+    def __init__(self, lookup: PodLookup) -> None:
+        self._lookup = lookup
+        self._lock = threading.Lock()
+        self._claimed: set[tuple[str, int]] = set()
+
+    def _candidates(self, units: int) -> list[tuple[PendingPlacement, int]]:
+        try:
+            placements = list(self._lookup())
+        except Exception as err:  # API down, RBAC, timeout: fall back, never fail
+            log.warning("cannot read pending pods (%s); using a local choice", err)
+            return []
+        live = {p.uid for p in placements}
+        self._claimed = {c for c in self._claimed if c[0] in live}
+        want = units * MILLI_PER_CORE_UNIT
+        matches = [
+            (p, i)
+            for p in placements
+            for i, share in enumerate(p.shares_milli)
+            if share == want and (p.uid, i) not in self._claimed
+        ]
+        matches.sort(key=lambda m: (m[0].assumed_at, m[0].namespace, m[0].name, m[1]))
+        return matches
+
+    def peek(self, units: int) -> str | None:
+        """The device of the entry :meth:`claim` would take now, without claiming it."""
+        with self._lock:
+            matches = self._candidates(units)
+        return matches[0][0].devices[matches[0][1]] if matches else None
+
+    def claim(self, units: int) -> tuple[PendingPlacement, str] | None:
+        """Claim the oldest matching entry; return its pod and device (id or index)."""
+        with self._lock:
+            matches = self._candidates(units)
+            if not matches:
+                return None
+            placement, entry = matches[0]
+            self._claimed.add((placement.uid, entry))
+        return placement, placement.devices[entry]
