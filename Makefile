@@ -24,5 +24,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/lint-imports
 
+# The e2e tests run against the control plane built here (a no-op once it is cached).
 test: lint
+	bash hack/build-control-plane.sh
 	$(BIN)/pytest

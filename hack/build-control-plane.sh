@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Builds the official Kubernetes control plane (etcd, kube-apiserver, kube-scheduler) from
+# their published Go modules, at the versions pinned in hack/go.mod, into a cache directory
+# outside the repository. Does nothing when the binaries are already there.
+#
+# Output: ${KUBENPU_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kubenpu}/k8s-<version>/bin
+# The last line printed on success is that directory.
+#
+# kube-controller-manager is deliberately not built: kubenpu dev-cluster runs without it
+# (see docs/dev-cluster.md). kubectl is not built either: a packaged kubectl v1.32 is used.
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+cd "$here"
+
+# The build must use the local toolchain and never fetch another one; modules come from the
+# module proxy as configured on the machine.
+export GOTOOLCHAIN=local
+export GOFLAGS="-buildvcs=false"
+export CGO_ENABLED=0
+
+k8s_version="$(sed -n 's/^[[:space:]]*k8s\.io\/kubernetes \(v[0-9.]*\)$/\1/p' go.mod)"
+if [[ -z "$k8s_version" ]]; then
+    echo "build-control-plane: no k8s.io/kubernetes version found in $here/go.mod" >&2
+    exit 1
+fi
+
+cache_root="${KUBENPU_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kubenpu}"
+bin_dir="$cache_root/k8s-$k8s_version/bin"
+binaries=(etcd kube-apiserver kube-scheduler)
+
+have_all=1
+for b in "${binaries[@]}"; do
+    [[ -x "$bin_dir/$b" ]] || have_all=0
+done
+if [[ "$have_all" == 1 ]]; then
+    echo "$bin_dir"
+    exit 0
+fi
+
+if ! command -v go >/dev/null 2>&1; then
+    echo "build-control-plane: 'go' is not on PATH; install Go 1.23 or newer" >&2
+    exit 1
+fi
+
+major_minor="${k8s_version#v}"
+major="${major_minor%%.*}"
+minor="${major_minor#*.}"
+minor="${minor%%.*}"
+# What `kubectl version` and the API server's /version report, as in an official release.
+version_pkg=k8s.io/component-base/version
+ldflags="-s -w"
+ldflags+=" -X $version_pkg.gitVersion=$k8s_version"
+ldflags+=" -X $version_pkg.gitMajor=$major -X $version_pkg.gitMinor=$minor"
+ldflags+=" -X $version_pkg.gitTreeState=clean"
+ldflags+=" -X k8s.io/client-go/pkg/version.gitVersion=$k8s_version"
+
+# Build into a scratch directory next to the target and move the binaries in at the end, so
+# that an interrupted build never leaves a half-written binary that looks finished.
+mkdir -p "$(dirname "$bin_dir")"
+scratch="$(mktemp -d "$(dirname "$bin_dir")/build.XXXXXX")"
+trap 'rm -rf "$scratch"' EXIT
+
+echo "build-control-plane: building Kubernetes $k8s_version control plane into $bin_dir" >&2
+echo "build-control-plane: $(go version); this takes a while the first time" >&2
+start=$SECONDS
+# One `go build` for all three commands so shared packages are compiled once.
+go build -trimpath -ldflags="$ldflags" -o "$scratch/" \
+    go.etcd.io/etcd/server/v3 \
+    k8s.io/kubernetes/cmd/kube-apiserver \
+    k8s.io/kubernetes/cmd/kube-scheduler
+# The etcd main package is its module's root, so go names that binary after the path element
+# before the major-version suffix ("server").
+mv "$scratch/server" "$scratch/etcd"
+
+mkdir -p "$bin_dir"
+for b in "${binaries[@]}"; do
+    mv -f "$scratch/$b" "$bin_dir/$b"
+done
+echo "build-control-plane: built in $((SECONDS - start)) s" >&2
+echo "$bin_dir"
