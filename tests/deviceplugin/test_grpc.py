@@ -1,0 +1,169 @@
+"""The daemon over real gRPC and unix sockets, driven by the kubelet peer."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from kubenpu.deviceplugin.api import VERSION, pb, rpc
+from kubenpu.deviceplugin.kubelet import KubeletPeer
+from kubenpu.deviceplugin.sharing import PendingPlacement
+
+NPU = "aliyun.com/npu"
+CORE = "aliyun.com/npu-core"
+MEM = "aliyun.com/npu-mem"
+
+
+def test_registration_fields_and_first_answer(peer: KubeletPeer, start_daemon) -> None:
+    start_daemon()
+    reg = peer.wait_for_registration(NPU, timeout=5)
+    assert reg.version == VERSION == "v1beta1"
+    assert reg.endpoint == "kubenpu-npu.sock"
+    assert reg.get_preferred_allocation_available and not reg.pre_start_required
+    devices = peer.wait_for_devices(NPU, timeout=5)
+    assert [d.id for d in devices] == ["npu-0", "npu-1", "npu-2", "npu-3"]
+    assert all(d.healthy for d in devices)
+    assert [d.numa_nodes for d in devices] == [(0,), (0,), (1,), (1,)]
+    options = peer.get_device_plugin_options(NPU)
+    assert options.get_preferred_allocation_available
+    peer.pre_start_container(NPU, ["npu-0"])  # answered although not required
+
+
+def test_health_change_pushed_within_one_second(
+    peer: KubeletPeer, start_daemon, health_dir: Path
+) -> None:
+    start_daemon(health_interval=0.5)
+    peer.wait_for_devices(NPU, lambda ds: len(ds) == 4, timeout=5)
+    marker = health_dir / "unhealthy-npu-2"
+    marker.touch()
+    started = time.monotonic()
+    peer.wait_for_devices(NPU, lambda ds: not ds[2].healthy, timeout=1.0)
+    assert time.monotonic() - started < 1.0
+    with pytest.raises(grpc.RpcError) as err:
+        peer.allocate(NPU, [["npu-2"]])
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "unhealthy" in err.value.details() and "npu-2" in err.value.details()
+    marker.unlink()
+    peer.wait_for_devices(NPU, lambda ds: all(d.healthy for d in ds), timeout=1.0)
+
+
+def test_preferred_allocation_over_the_wire(peer: KubeletPeer, start_daemon) -> None:
+    start_daemon()
+    peer.wait_for_devices(NPU, timeout=5)
+    # npu-0 taken: 2 wanted from npu-1 (group 0), npu-2, npu-3 (group 1) -> group 1.
+    assert sorted(peer.get_preferred_allocation(NPU, ["npu-1", "npu-2", "npu-3"], 2)) == [
+        "npu-2",
+        "npu-3",
+    ]
+    got = peer.get_preferred_allocation(NPU, ["npu-0", "npu-1", "npu-2", "npu-3"], 2, ["npu-3"])
+    assert sorted(got) == ["npu-2", "npu-3"]
+    with pytest.raises(grpc.RpcError) as err:
+        peer.get_preferred_allocation(NPU, ["npu-0"], 3)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_allocate_one_and_two_devices_in_one_request(peer: KubeletPeer, start_daemon) -> None:
+    start_daemon(mounts=["/opt/npu/lib:/usr/local/npu/lib"], cdi=True)
+    peer.wait_for_devices(NPU, timeout=5)
+    resp = peer.allocate(NPU, [["npu-0"], ["npu-2", "npu-3"]])
+    one, two = resp.container_responses
+    assert one.envs["NPU_VISIBLE_DEVICES"] == "0"
+    assert two.envs["NPU_VISIBLE_DEVICES"] == "2,3"
+    assert [d.host_path for d in two.devices] == ["/dev/mock-npu2", "/dev/mock-npu3"]
+    assert all(d.permissions == "rw" for d in two.devices)
+    assert [(m.host_path, m.container_path, m.read_only) for m in one.mounts] == [
+        ("/opt/npu/lib", "/usr/local/npu/lib", True)
+    ]
+    assert [c.name for c in two.cdi_devices] == ["kubenpu.io/npu=npu-2", "kubenpu.io/npu=npu-3"]
+    assert two.annotations["kubenpu.io/devices"] == "npu-2,npu-3"
+
+
+@pytest.mark.parametrize(
+    ("containers", "text"),
+    [
+        ([["npu-9"]], "unknown device ids ['npu-9']"),
+        (
+            [["npu-0", "npu-1", "npu-2", "npu-3", "npu-4"]],
+            "Allocate of 5 devices, but the node has 4",
+        ),
+        ([[]], "no device ids"),
+    ],
+)
+def test_allocate_errors_are_statuses_and_the_daemon_survives(
+    peer: KubeletPeer, start_daemon, containers, text
+) -> None:
+    start_daemon()
+    peer.wait_for_devices(NPU, timeout=5)
+    with pytest.raises(grpc.RpcError) as err:
+        peer.allocate(NPU, containers)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert text in err.value.details()
+    assert peer.allocate(NPU, [["npu-1"]]).container_responses[0].envs["NPU_VISIBLE_DEVICES"]
+
+
+def test_kubelet_restart_reregisters_within_five_seconds(
+    peer: KubeletPeer, start_daemon, kubelet_dir: Path
+) -> None:
+    start_daemon(sharing=True)
+    peer.wait_for_registration(NPU, timeout=5)
+    peer.wait_for_registration(CORE, timeout=5)
+    assert {p.name for p in kubelet_dir.iterdir()} >= {"kubenpu-npu.sock", "kubenpu-npu-core.sock"}
+    (kubelet_dir / "kubelet_internal_checkpoint").write_text("{}")
+    started = time.monotonic()
+    peer.restart()
+    peer.wait_for_registration(NPU, timeout=5, count=2)
+    peer.wait_for_registration(CORE, timeout=5, count=2)
+    assert time.monotonic() - started < 5
+    assert (kubelet_dir / "kubelet_internal_checkpoint").exists()
+    devices = peer.wait_for_devices(NPU, lambda ds: len(ds) == 4, timeout=5)
+    assert all(d.healthy for d in devices)
+    assert peer.allocate(NPU, [["npu-0"]]).container_responses
+
+
+def test_plugin_registers_once_the_kubelet_appears(kubelet_dir: Path, start_daemon) -> None:
+    start_daemon()
+    with KubeletPeer(kubelet_dir) as late:
+        late.wait_for_registration(NPU, timeout=5)
+
+
+def test_sharing_resolves_the_scheduler_placement(peer: KubeletPeer, start_daemon) -> None:
+    placements = [PendingPlacement("default", "infer", "uid-1", ("npu-3",), (250,), "t")]
+    start_daemon(sharing=True, memory_resource=True, pod_lookup=lambda: placements)
+    devices = peer.wait_for_devices(CORE, lambda ds: len(ds) == 400, timeout=5)
+    available = [d.id for d in devices]
+    preferred = peer.get_preferred_allocation(CORE, available, 25)
+    assert {i.rsplit("-core-", 1)[0] for i in preferred} == {"npu-3"}
+    resp = peer.allocate(CORE, [preferred]).container_responses[0]
+    assert resp.envs["NPU_VISIBLE_DEVICES"] == "3" and resp.envs["NPU_CORE_LIMIT"] == "25"
+    assert resp.annotations["kubenpu.io/shares"] == "250"
+    mem = peer.wait_for_devices(MEM, lambda ds: len(ds) == 64, timeout=5)  # 16 GiB x 4
+    assert mem[0].id == "npu-0-mem-0"
+    assert peer.allocate(MEM, [["npu-3-mem-0"]]).container_responses[0].envs == {
+        "NPU_MEM_LIMIT_GIB": "1"
+    }
+
+
+def test_registration_is_rejected_for_bad_requests(kubelet_dir: Path) -> None:
+    with (
+        KubeletPeer(kubelet_dir, dial_timeout=0.5) as peer,
+        grpc.insecure_channel(f"unix://{peer.socket_path}") as channel,
+    ):
+        stub = rpc.RegistrationStub(channel)
+        for request, text in [
+            (
+                pb.RegisterRequest(version="v1alpha", endpoint="x.sock", resource_name=NPU),
+                "version",
+            ),
+            (pb.RegisterRequest(version=VERSION, endpoint="x.sock", resource_name="npu"), "name"),
+            (
+                pb.RegisterRequest(version=VERSION, endpoint="none.sock", resource_name=NPU),
+                "connect",
+            ),
+        ]:
+            with pytest.raises(grpc.RpcError) as err:
+                stub.Register(request, timeout=15)
+            assert text in err.value.details()
+        assert peer.registrations == []
