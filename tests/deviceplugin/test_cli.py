@@ -15,13 +15,14 @@ from kubenpu.deviceplugin.kubelet import KubeletPeer
 KUBENPU = str(Path(sys.executable).with_name("kubenpu"))
 
 
-def spawn(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+def spawn(*args: str) -> subprocess.Popen[str]:
+    """The real CLI; NODE_NAME unset so that tests see what a bare environment gives."""
     return subprocess.Popen(
         [KUBENPU, "device-plugin", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, **(env or {})},
+        env={k: v for k, v in os.environ.items() if k != "NODE_NAME"},
     )
 
 
@@ -58,6 +59,7 @@ def test_documented_command_serves_and_sigterm_cleans_up(
         (["--config", "/nonexistent/dp.yaml"], 2, "cannot read config file /nonexistent/dp.yaml"),
         (["--backend", "devfs", "--devfs-glob", "/nonexistent/npu*"], 1, "found no devices"),
         (["--health-interval", "5"], 2, "health-interval"),
+        (["--backend", "mock", "--sharing"], 2, "node-name: sharing needs the node's name"),
     ],
 )
 def test_startup_errors_are_one_clear_line(args, code, text, kubelet_dir: Path) -> None:

@@ -108,7 +108,10 @@ class DevicePluginDaemon:
         try:
             while True:
                 for server in self.servers:
-                    server.ensure_registered()
+                    try:
+                        server.ensure_registered()
+                    except Exception as err:  # e.g. the dir is not writable: retry, stay up
+                        log.error("%s: cannot serve: %s", server.manager.resource, err)
                 if self._stop.wait(REGISTRATION_TICK_S):
                     break
         finally:

@@ -2,8 +2,8 @@
 
 A :class:`PluginServer` serves one resource on ``<kubelet-dir>/<endpoint>`` and registers
 it with the kubelet. :meth:`PluginServer.ensure_registered`, called every half second by
-the daemon, notices a kubelet restart (``kubelet.sock`` recreated: a new inode; or the
-plugin's own socket deleted) and starts serving and registers again, well within 5 s.
+the daemon, notices a kubelet restart (``kubelet.sock`` recreated: a new inode or change
+time; or the plugin's own socket deleted) and starts serving and registers again, well within 5 s.
 Failures of a call become a gRPC status with a clear text; they never stop the server.
 """
 
@@ -30,11 +30,14 @@ log = logging.getLogger(__name__)
 _STREAM_TICK_S = 1.0
 
 
-def _inode(path: Path) -> int | None:
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    """Who a file is: device, inode and change time (an inode number alone can be reused
+    by a file recreated at once, e.g. on tmpfs)."""
     try:
-        return path.stat().st_ino
+        st = path.stat()
     except OSError:
         return None
+    return st.st_dev, st.st_ino, st.st_ctime_ns
 
 
 class DevicePluginServicer(rpc.DevicePluginServicer):
@@ -163,7 +166,7 @@ class PluginServer:
         self._metrics = metrics
         self._server: grpc.Server | None = None
         self._stop = threading.Event()
-        self._registered_kubelet: int | None = None  # inode of kubelet.sock we registered at
+        self._registered_kubelet: tuple[int, int, int] | None = None  # kubelet.sock we know
         self._last_failure = ""
 
     @property
@@ -189,8 +192,8 @@ class PluginServer:
 
     def _register(self) -> bool:
         kubelet_sock = self.kubelet_dir / KUBELET_SOCKET
-        inode = _inode(kubelet_sock)
-        if inode is None:
+        identity = _identity(kubelet_sock)
+        if identity is None:
             self._note_failure(f"waiting for the kubelet: {kubelet_sock} does not exist")
             return False
         request = pb.RegisterRequest(
@@ -205,7 +208,7 @@ class PluginServer:
             except grpc.RpcError as err:
                 self._note_failure(f"registration refused: {err.code().name}: {err.details()}")
                 return False
-        self._registered_kubelet = inode
+        self._registered_kubelet = identity
         self._last_failure = ""
         self._metrics.registrations.labels(self.manager.resource).inc()
         log.info(
@@ -223,10 +226,10 @@ class PluginServer:
 
     def ensure_registered(self) -> bool:
         """Serve and register if not yet done or if the kubelet restarted; True if current."""
-        kubelet_inode = _inode(self.kubelet_dir / KUBELET_SOCKET)
+        kubelet_identity = _identity(self.kubelet_dir / KUBELET_SOCKET)
         own_socket_ok = self._server is not None and self.socket_path.exists()
         if own_socket_ok and self._registered_kubelet is not None:
-            if kubelet_inode == self._registered_kubelet:
+            if kubelet_identity == self._registered_kubelet:
                 return True
             log.info("%s: kubelet.sock was recreated; registering again", self.manager.resource)
         self._registered_kubelet = None
