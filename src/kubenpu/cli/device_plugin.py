@@ -17,13 +17,13 @@ def device_plugin(
         None, "--config", help="YAML config file (version: v1, keys as the flags)."
     ),
     kubelet_dir: str | None = typer.Option(
-        None, "--kubelet-dir", help="Device-plugins dir [default: /var/lib/kubelet/device-plugins]."
+        None, "--kubelet-dir", help="Device-plugins dir (default /var/lib/kubelet/device-plugins)."
     ),
     backend: str | None = typer.Option(
-        None, "--backend", help="auto|mock|devfs|nvml|ascend [default: auto]."
+        None, "--backend", help="auto|mock|devfs|nvml|ascend (default auto)."
     ),
     resource: str | None = typer.Option(
-        None, "--resource", help="Whole-device resource [default: aliyun.com/npu]."
+        None, "--resource", help="Whole-device resource (default aliyun.com/npu)."
     ),
     sharing: bool | None = typer.Option(
         None, "--sharing/--no-sharing", help="Also serve aliyun.com/npu-core (100 per device)."
@@ -31,7 +31,7 @@ def device_plugin(
     memory_resource: bool | None = typer.Option(
         None, "--memory-resource/--no-memory-resource", help="With sharing: aliyun.com/npu-mem."
     ),
-    node_name: str | None = typer.Option(None, "--node-name", help="Node name [env NODE_NAME]."),
+    node_name: str | None = typer.Option(None, "--node-name", help="Node name (env NODE_NAME)."),
     kubeconfig: str | None = typer.Option(
         None, "--kubeconfig", help="For sharing: kubeconfig (default: in-cluster)."
     ),
@@ -66,10 +66,10 @@ def device_plugin(
     cdi: bool | None = typer.Option(None, "--cdi/--no-cdi", help="Return CDI device names."),
     cdi_kind: str | None = typer.Option(None, "--cdi-kind", help="CDI vendor/class."),
     metrics_port: int | None = typer.Option(
-        None, "--metrics-port", help="Prometheus port, 0 = off [default: 0]."
+        None, "--metrics-port", help="Prometheus port, 0 = off (default 0)."
     ),
     health_interval: float | None = typer.Option(
-        None, "--health-interval", help="Seconds between health checks [default: 0.5]."
+        None, "--health-interval", help="Seconds between health checks (default 0.5)."
     ),
     log_level: str | None = typer.Option(None, "--log-level", help="debug|info|warning|error."),
 ) -> None:
