@@ -1,0 +1,315 @@
+"""The control plane of a dev cluster: certificates, kubeconfigs, command lines, health.
+
+Everything listens on 127.0.0.1 only, on ports picked free at start. etcd speaks TLS with
+client-certificate authentication on both its client and peer ports, the API server
+authenticates by client certificate only (anonymous requests are refused) and authorizes
+with Node and RBAC, as a production cluster does.
+
+There is no kube-controller-manager. What the walk-through would need from it is done
+otherwise: the ServiceAccount admission plugin is disabled (no controller would create the
+``default`` service accounts or their tokens), so is TaintNodesByCondition (no node
+lifecycle controller would lift the not-ready taint it puts on new Nodes), and the node
+agents finish pod deletions themselves, as kubelets do. Namespace deletion and garbage
+collection of dependents do not happen; see docs/dev-cluster.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import secrets
+import ssl
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from kubenpu.devcluster import pki
+from kubenpu.errors import KubeNpuError
+
+#: Service IP range; addresses from it are only ever stored, never routed to.
+SERVICE_CIDR = "10.96.0.0/16"
+#: The service-account token issuer (what a kubeadm cluster uses).
+SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
+#: User name of the admin client certificate (in group system:masters).
+ADMIN_USER = "kubenpu-admin"
+
+
+@dataclass(frozen=True, slots=True)
+class Ports:
+    """The loopback ports of one control plane."""
+
+    etcd_client: int
+    etcd_peer: int
+    apiserver: int
+    scheduler: int
+
+    @property
+    def server(self) -> str:
+        """The API server URL clients use."""
+        return f"https://127.0.0.1:{self.apiserver}"
+
+
+@dataclass(frozen=True, slots=True)
+class Paths:
+    """Where a dev cluster keeps its files inside its state directory."""
+
+    root: Path
+
+    @property
+    def pki(self) -> Path:
+        """Certificates and keys (directory mode 0700, keys 0600)."""
+        return self.root / "pki"
+
+    @property
+    def etcd_data(self) -> Path:
+        """etcd's data directory."""
+        return self.root / "etcd"
+
+    @property
+    def logs(self) -> Path:
+        """One log file per process."""
+        return self.root / "logs"
+
+    @property
+    def admin_kubeconfig(self) -> Path:
+        """The admin kubeconfig kept in the state directory."""
+        return self.root / "admin.kubeconfig"
+
+    @property
+    def scheduler_kubeconfig(self) -> Path:
+        """kube-scheduler's kubeconfig (user system:kube-scheduler)."""
+        return self.root / "kube-scheduler.kubeconfig"
+
+    @property
+    def state_file(self) -> Path:
+        """The record of the running cluster: ports, processes, nodes."""
+        return self.root / "state.json"
+
+    def node_dir(self, node: str) -> Path:
+        """A node's own directory (kubeconfig, device-plugin dir, health dir)."""
+        return self.root / "nodes" / node
+
+    def cert(self, name: str) -> Path:
+        """A certificate in the PKI directory."""
+        return self.pki / f"{name}.crt"
+
+    def key(self, name: str) -> Path:
+        """A private key in the PKI directory."""
+        return self.pki / f"{name}.key"
+
+
+def kubeconfig_yaml(server: str, ca_pem: bytes, client: pki.KeyPair, user: str) -> str:
+    """A self-contained kubeconfig (certificates embedded) for one client certificate."""
+    b64 = lambda data: base64.b64encode(data).decode()  # noqa: E731 - local shorthand
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "kubenpu-dev",
+                "cluster": {"server": server, "certificate-authority-data": b64(ca_pem)},
+            }
+        ],
+        "users": [
+            {
+                "name": user,
+                "user": {
+                    "client-certificate-data": b64(client.cert_pem),
+                    "client-key-data": b64(client.key_pem),
+                },
+            }
+        ],
+        "contexts": [{"name": "kubenpu-dev", "context": {"cluster": "kubenpu-dev", "user": user}}],
+        "current-context": "kubenpu-dev",
+        "preferences": {},
+    }
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def write_pki(paths: Paths, ports: Ports) -> pki.CertificateAuthority:
+    """Make the CA and every certificate and key the control plane needs; return the CA."""
+    ca = pki.CertificateAuthority()
+    paths.pki.mkdir(parents=True, exist_ok=True, mode=0o700)
+    pki.write_public(paths.cert("ca"), ca.cert_pem)
+    loopback = {"dns_names": ("localhost",), "ip_addresses": ("127.0.0.1",)}
+    issued = {
+        # etcd's certificate serves clients and peers and is its own peer client.
+        "etcd": ca.issue("etcd", server=True, client=True, **loopback),
+        "apiserver-etcd-client": ca.issue("kube-apiserver-etcd-client", client=True),
+        "apiserver": ca.issue(
+            "kube-apiserver",
+            server=True,
+            dns_names=(
+                "localhost",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+            ),
+            ip_addresses=("127.0.0.1", "10.96.0.1"),
+        ),
+    }
+    for name, pair in issued.items():
+        pki.write_public(paths.cert(name), pair.cert_pem)
+        pki.write_secret(paths.key(name), pair.key_pem)
+    sa_private, sa_public = pki.service_account_keys()
+    pki.write_secret(paths.key("service-account"), sa_private)
+    pki.write_public(paths.pki / "service-account.pub", sa_public)
+
+    admin = ca.issue(ADMIN_USER, organizations=("system:masters",), client=True)
+    pki.write_public(paths.cert("admin"), admin.cert_pem)
+    pki.write_secret(paths.key("admin"), admin.key_pem)
+    pki.write_secret(
+        paths.admin_kubeconfig,
+        kubeconfig_yaml(ports.server, ca.cert_pem, admin, ADMIN_USER).encode(),
+    )
+    scheduler = ca.issue("system:kube-scheduler", client=True)
+    pki.write_secret(
+        paths.scheduler_kubeconfig,
+        kubeconfig_yaml(ports.server, ca.cert_pem, scheduler, "system:kube-scheduler").encode(),
+    )
+    return ca
+
+
+def etcd_argv(binary: Path, paths: Paths, ports: Ports) -> list[str]:
+    """etcd: one member, TLS with client certificates on the client and peer ports."""
+    client_url = f"https://127.0.0.1:{ports.etcd_client}"
+    peer_url = f"https://127.0.0.1:{ports.etcd_peer}"
+    return [
+        str(binary),
+        "--name=dev",
+        f"--data-dir={paths.etcd_data}",
+        f"--listen-client-urls={client_url}",
+        f"--advertise-client-urls={client_url}",
+        f"--listen-peer-urls={peer_url}",
+        f"--initial-advertise-peer-urls={peer_url}",
+        f"--initial-cluster=dev={peer_url}",
+        f"--initial-cluster-token=kubenpu-{secrets.token_hex(8)}",
+        "--initial-cluster-state=new",
+        f"--cert-file={paths.cert('etcd')}",
+        f"--key-file={paths.key('etcd')}",
+        f"--trusted-ca-file={paths.cert('ca')}",
+        "--client-cert-auth",
+        f"--peer-cert-file={paths.cert('etcd')}",
+        f"--peer-key-file={paths.key('etcd')}",
+        f"--peer-trusted-ca-file={paths.cert('ca')}",
+        "--peer-client-cert-auth",
+        # A throw-away test cluster: durability across power loss buys nothing, and fsync
+        # on a busy shared disk is what makes etcd (and so the API server) slow.
+        "--unsafe-no-fsync",
+        "--log-level=warn",
+    ]
+
+
+def apiserver_argv(binary: Path, paths: Paths, ports: Ports) -> list[str]:
+    """kube-apiserver on 127.0.0.1, client-certificate authentication, Node and RBAC."""
+    return [
+        str(binary),
+        "--advertise-address=127.0.0.1",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={ports.apiserver}",
+        f"--etcd-servers=https://127.0.0.1:{ports.etcd_client}",
+        f"--etcd-cafile={paths.cert('ca')}",
+        f"--etcd-certfile={paths.cert('apiserver-etcd-client')}",
+        f"--etcd-keyfile={paths.key('apiserver-etcd-client')}",
+        f"--client-ca-file={paths.cert('ca')}",
+        f"--tls-cert-file={paths.cert('apiserver')}",
+        f"--tls-private-key-file={paths.key('apiserver')}",
+        f"--cert-dir={paths.pki}",
+        f"--service-account-issuer={SA_ISSUER}",
+        f"--service-account-key-file={paths.pki / 'service-account.pub'}",
+        f"--service-account-signing-key-file={paths.key('service-account')}",
+        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        "--anonymous-auth=false",
+        "--authorization-mode=Node,RBAC",
+        # Nodes may only change their own Node and the pods bound to them.
+        "--enable-admission-plugins=NodeRestriction",
+        # Without kube-controller-manager nothing would create service accounts and their
+        # tokens (ServiceAccount), nor lift the not-ready taint that TaintNodesByCondition
+        # puts on every new Node (the node lifecycle controller's job), and NodeRestriction
+        # forbids a node to change its own taints.
+        "--disable-admission-plugins=ServiceAccount,TaintNodesByCondition",
+        # The "kubernetes" Service would get 127.0.0.1 as its endpoint, which Endpoints
+        # validation rejects; nothing in the dev cluster uses that Service.
+        "--endpoint-reconciler-type=none",
+        "--allow-privileged=true",
+        "--profiling=false",
+        "--v=1",
+    ]
+
+
+def scheduler_argv(binary: Path, paths: Paths, ports: Ports) -> list[str]:
+    """The unmodified kube-scheduler with its default profile, as system:kube-scheduler."""
+    kubeconfig = str(paths.scheduler_kubeconfig)
+    return [
+        str(binary),
+        f"--kubeconfig={kubeconfig}",
+        f"--authentication-kubeconfig={kubeconfig}",
+        f"--authorization-kubeconfig={kubeconfig}",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={ports.scheduler}",
+        f"--cert-dir={paths.root / 'kube-scheduler'}",
+        # One scheduler; leader election would only delay its start.
+        "--leader-elect=false",
+        "--profiling=false",
+        "--v=1",
+    ]
+
+
+class HealthError(KubeNpuError):
+    """A component did not become healthy in time."""
+
+
+def _get(port: int, path: str, context: ssl.SSLContext) -> tuple[int, str]:
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=5)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read().decode(errors="replace")
+    finally:
+        conn.close()
+
+
+def admin_ssl_context(paths: Paths) -> ssl.SSLContext:
+    """TLS context that trusts the cluster CA and presents the admin certificate."""
+    context = ssl.create_default_context(cafile=str(paths.cert("ca")))
+    context.load_cert_chain(str(paths.cert("admin")), str(paths.key("admin")))
+    return context
+
+
+def wait_apiserver_ready(paths: Paths, ports: Ports, deadline: float) -> None:
+    """Poll the API server's /readyz until it answers 200 or ``deadline`` (monotonic)."""
+    context = admin_ssl_context(paths)
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            status, body = _get(ports.apiserver, "/readyz", context)
+            if status == 200:
+                return
+            last = f"HTTP {status}: {body.strip()[-300:]}"
+        except OSError as err:
+            last = str(err)
+        time.sleep(0.2)
+    raise HealthError(f"kube-apiserver on port {ports.apiserver} not ready: {last}")
+
+
+def wait_scheduler_healthy(ports: Ports, deadline: float) -> None:
+    """Poll kube-scheduler's /healthz (self-signed serving certificate) until 200."""
+    context = ssl.create_default_context()
+    # kube-scheduler serves with a certificate it made itself at start; there is nothing to
+    # verify it against, and this check only asks whether it is up.
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            status, body = _get(ports.scheduler, "/healthz", context)
+            if status == 200:
+                return
+            last = f"HTTP {status}: {body.strip()[-300:]}"
+        except OSError as err:
+            last = str(err)
+        time.sleep(0.2)
+    raise HealthError(f"kube-scheduler on port {ports.scheduler} not healthy: {last}")

@@ -1,0 +1,1 @@
+"""Unit tests of kubenpu.devcluster: no control plane needed."""

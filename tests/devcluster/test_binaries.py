@@ -1,0 +1,37 @@
+"""The versions the Python side looks for are the ones hack/go.mod builds."""
+
+import re
+from pathlib import Path
+
+from kubenpu.devcluster import binaries
+
+GO_MOD = Path(__file__).resolve().parents[2] / "hack" / "go.mod"
+
+
+def _required(module: str) -> str:
+    match = re.search(rf"^\s*{re.escape(module)} (v\S+)$", GO_MOD.read_text(), re.MULTILINE)
+    assert match, f"{module} not required in {GO_MOD}"
+    return match.group(1)
+
+
+def test_kubernetes_version_matches_go_mod() -> None:
+    assert _required("k8s.io/kubernetes") == binaries.KUBERNETES_VERSION
+
+
+def test_etcd_version_matches_go_mod() -> None:
+    assert _required("go.etcd.io/etcd/server/v3") == binaries.ETCD_VERSION
+
+
+def test_every_staging_module_is_replaced_by_the_matching_release() -> None:
+    staging = binaries.KUBERNETES_VERSION.replace("v1.", "v0.", 1)
+    replaces = re.findall(r"^\s*(k8s\.io/\S+) => (k8s\.io/\S+) (v\S+)$", GO_MOD.read_text(), re.M)
+    assert len(replaces) >= 30
+    for old, new, version in replaces:
+        assert old == new
+        assert version == staging, old
+
+
+def test_bin_dir_follows_the_cache_dir(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("KUBENPU_CACHE_DIR", str(tmp_path))
+    assert binaries.bin_dir() == tmp_path / f"k8s-{binaries.KUBERNETES_VERSION}" / "bin"
+    assert binaries.missing() == list(binaries.BINARIES)
