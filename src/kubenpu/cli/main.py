@@ -3,7 +3,7 @@
 import typer
 
 from kubenpu import __version__
-from kubenpu.cli import device_plugin, simulate
+from kubenpu.cli import dev_cluster, device_plugin, simulate
 
 app = typer.Typer(
     name="kubenpu",
@@ -14,6 +14,7 @@ app = typer.Typer(
 )
 app.command("simulate")(simulate.simulate)
 app.command("device-plugin")(device_plugin.device_plugin)
+app.add_typer(dev_cluster.app, name="dev-cluster")
 
 
 @app.callback(invoke_without_command=True)

@@ -1,0 +1,168 @@
+"""``kubenpu dev-cluster up|down|status``: a local Kubernetes cluster with simulated NPU nodes."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from kubenpu import names
+from kubenpu.errors import ConfigError, KubeNpuError
+
+if TYPE_CHECKING:
+    from kubenpu.devcluster.cluster import DevCluster
+
+# kubenpu.devcluster pulls in the Kubernetes client and gRPC; it is imported inside the
+# commands so that every other `kubenpu` command starts without them.
+
+app = typer.Typer(
+    help="A real control plane (etcd, kube-apiserver, kube-scheduler) on loopback with "
+    "simulated NPU nodes (kubenpu device-plugin + a kubelet stand-in). See docs/dev-cluster.md.",
+    no_args_is_help=True,
+)
+
+_STATE_DIR_HELP = "Where the cluster keeps its state [default: ~/.cache/kubenpu/dev-cluster]."
+
+
+def _state_dir(given: Path | None) -> Path:
+    from kubenpu.devcluster.cluster import default_state_dir
+
+    return (given or default_state_dir()).expanduser().absolute()
+
+
+def _fail(err: KubeNpuError) -> typer.Exit:
+    typer.echo(f"error: {err}", err=True)
+    return typer.Exit(code=2 if isinstance(err, ConfigError) else 1)
+
+
+@app.command("up")
+def up(
+    nodes: int = typer.Option(2, "--nodes", help="NPU nodes (ecs.ebman1.26xlarge)."),
+    npus: int = typer.Option(4, "--npus", help="NPUs per NPU node."),
+    cpu_nodes: int = typer.Option(0, "--cpu-nodes", help="Nodes without NPUs."),
+    npu_model: str = typer.Option(
+        names.REFERENCE_NPU_MODEL,
+        "--npu-model",
+        help=f"Value of the {names.LABEL_NPU_MODEL} label.",
+    ),
+    kubeconfig: Annotated[
+        Path | None,
+        typer.Option("--kubeconfig", help="Also write the admin kubeconfig here (mode 0600)."),
+    ] = None,
+    state_dir: Annotated[Path | None, typer.Option("--state-dir", help=_STATE_DIR_HELP)] = None,
+    timeout: float = typer.Option(90.0, "--timeout", help="Seconds to wait for the cluster."),
+) -> None:
+    """Start the cluster and return once it is usable; it keeps running until `down`.
+
+    Builds the control-plane binaries first if they are missing (minutes, once).
+    """
+    from kubenpu.devcluster import binaries
+    from kubenpu.devcluster.cluster import ClusterSpec
+    from kubenpu.devcluster.cluster import up as cluster_up
+
+    root = _state_dir(state_dir)
+    started = time.monotonic()
+    try:
+        spec = ClusterSpec(
+            npu_nodes=nodes, npus_per_node=npus, cpu_nodes=cpu_nodes, npu_model=npu_model
+        )
+        if binaries.missing():
+            typer.echo(
+                f"building the Kubernetes {binaries.KUBERNETES_VERSION} control plane into "
+                f"{binaries.bin_dir()} (once; several minutes)...",
+                err=True,
+            )
+        target = kubeconfig.expanduser().absolute() if kubeconfig else None
+        cluster = cluster_up(root, spec, kubeconfig=target, timeout=timeout)
+    except KubeNpuError as err:
+        raise _fail(err) from None
+    elapsed = time.monotonic() - started
+    config = cluster.user_kubeconfig or cluster.kubeconfig
+    typer.echo(f"dev cluster up in {elapsed:.1f} s: API server {cluster.server}")
+    _echo_nodes(cluster)
+    typer.echo(f"kubeconfig: {config}")
+    typer.echo(f"  kubectl --kubeconfig {config} get nodes")
+    typer.echo(f"stop it with: kubenpu dev-cluster down{_state_flag(state_dir, root)}")
+
+
+def _echo_nodes(cluster: DevCluster) -> None:
+    """One line per Node, as the API server reports it."""
+    try:
+        nodes = cluster.node_summaries()
+    except Exception as err:  # the API server is down: say so, the process list tells why
+        typer.echo(f"  nodes: API server not answering ({type(err).__name__})")
+        return
+    typer.echo(f"  {'NODE':<14} {'READY':<6} {names.RESOURCE_NPU} (allocatable/capacity)")
+    for node in nodes:
+        npus = f"{node.allocatable_npus}/{node.capacity_npus}" if node.capacity_npus else "-"
+        typer.echo(f"  {node.name:<14} {node.ready!s:<6} {npus}")
+
+
+def _state_flag(given: Path | None, root: Path) -> str:
+    return f" --state-dir {root}" if given is not None else ""
+
+
+@app.command("status")
+def status(
+    state_dir: Annotated[Path | None, typer.Option("--state-dir", help=_STATE_DIR_HELP)] = None,
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Show the cluster's processes, ports and nodes. Exit 1 if none runs or one died."""
+    from kubenpu.devcluster.cluster import DevCluster
+
+    root = _state_dir(state_dir)
+    try:
+        cluster = DevCluster.load(root)
+    except KubeNpuError as err:
+        raise _fail(err) from None
+    if cluster is None:
+        typer.echo(f"no dev cluster in {root}")
+        raise typer.Exit(code=1)
+    processes = cluster.status()
+    healthy = all(p.running for p in processes)
+    if as_json:
+        report = {
+            "state_dir": str(root),
+            "server": cluster.server,
+            "kubeconfig": str(cluster.user_kubeconfig or cluster.kubeconfig),
+            "healthy": healthy,
+            "processes": [
+                {"name": p.name, "pid": p.pid, "running": p.running, "log": p.log}
+                for p in processes
+            ],
+            "nodes": [{"name": n.name, "npus": n.npus} for n in cluster.nodes],
+        }
+        typer.echo(json.dumps(report, indent=2))
+    else:
+        typer.echo(f"dev cluster in {root}: {'running' if healthy else 'DEGRADED'}")
+        typer.echo(f"  API server  {cluster.server}")
+        typer.echo(f"  kubeconfig  {cluster.user_kubeconfig or cluster.kubeconfig}")
+        for p in processes:
+            state = "running" if p.running else "EXITED"
+            typer.echo(f"  {p.name:<28} pid {p.pid:<8} {state:<8} {p.log}")
+        _echo_nodes(cluster)
+    if not healthy:
+        raise typer.Exit(code=1)
+
+
+@app.command("down")
+def down(
+    state_dir: Annotated[Path | None, typer.Option("--state-dir", help=_STATE_DIR_HELP)] = None,
+) -> None:
+    """Stop every process of the cluster and delete its state (and the kubeconfig it wrote)."""
+    from kubenpu.devcluster.cluster import DevCluster
+
+    root = _state_dir(state_dir)
+    try:
+        cluster = DevCluster.load(root)
+        if cluster is None:
+            typer.echo(f"no dev cluster in {root}; nothing to stop")
+            return
+        killed = cluster.down()
+    except KubeNpuError as err:
+        raise _fail(err) from None
+    note = f" (killed after the grace period: {', '.join(killed)})" if killed else ""
+    typer.echo(f"dev cluster in {root} stopped{note}")
