@@ -59,7 +59,7 @@ def test_documented_command_serves_and_sigterm_cleans_up(
         (["--config", "/nonexistent/dp.yaml"], 2, "cannot read config file /nonexistent/dp.yaml"),
         (["--backend", "devfs", "--devfs-glob", "/nonexistent/npu*"], 1, "found no devices"),
         (["--health-interval", "5"], 2, "health-interval"),
-        (["--backend", "mock", "--sharing"], 2, "node-name: sharing needs the node's name"),
+        (["--backend", "mock", "--sharing"], 2, "node-name: needed with sharing"),
     ],
 )
 def test_startup_errors_are_one_clear_line(args, code, text, kubelet_dir: Path) -> None:

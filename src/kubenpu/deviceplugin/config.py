@@ -200,6 +200,12 @@ def _validate(config: DevicePluginConfig) -> None:
     )
     need(config.log_level in LOG_LEVELS, "log-level", f"one of {LOG_LEVELS}", config.log_level)
     need(bool(config.kubelet_dir), "kubelet-dir", "a directory", config.kubelet_dir)
+    need(
+        bool(config.node_name) or not config.sharing,
+        "node-name",
+        "needed with sharing to find the node's pods (set NODE_NAME)",
+        config.node_name,
+    )
     need("/" in config.cdi_kind, "cdi-kind", "vendor/class", config.cdi_kind)
     for mount in config.mounts:
         try:

@@ -13,7 +13,6 @@ from kubenpu.deviceplugin.manager import Kind, ResourceManager
 from kubenpu.deviceplugin.metrics import PluginMetrics
 from kubenpu.deviceplugin.server import PluginServer
 from kubenpu.deviceplugin.sharing import PlacementResolver, PodLookup, kubernetes_pod_lookup
-from kubenpu.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +53,14 @@ class DevicePluginDaemon:
                 )
             )
             if config.memory_resource:
-                self.managers.append(
-                    ResourceManager(config.mem_resource, devices, self.backend, kind=Kind.MEM)
-                )
+                mem = ResourceManager(config.mem_resource, devices, self.backend, kind=Kind.MEM)
+                if not mem.listing()[1]:
+                    log.warning(
+                        "%s: the devices report no memory (set devfs-memory-gib); "
+                        "it advertises 0 units",
+                        config.mem_resource,
+                    )
+                self.managers.append(mem)
         self.servers = [
             PluginServer(m, config.kubelet_dir, endpoint_of(m.resource), self.metrics)
             for m in self.managers
@@ -69,10 +73,6 @@ class DevicePluginDaemon:
         )
 
     def _default_lookup(self) -> PodLookup:
-        if not self.config.node_name:
-            raise ConfigError(
-                "node-name: sharing needs the node's name to find its pods; set NODE_NAME"
-            )
         try:
             return kubernetes_pod_lookup(self.config.node_name, self.config.kubeconfig)
         except Exception as err:

@@ -175,7 +175,8 @@ class PluginServer:
         return self._registered_kubelet is not None
 
     def _serve(self) -> None:
-        self._shutdown_server()
+        # The old socket is gone, so are its clients: no grace for their streams.
+        self._shutdown_server(grace=None)
         self.kubelet_dir.mkdir(parents=True, exist_ok=True)
         self.socket_path.unlink(missing_ok=True)
         self._stop = threading.Event()
@@ -239,14 +240,14 @@ class PluginServer:
             self._serve()
         return self._register()
 
-    def _shutdown_server(self) -> None:
+    def _shutdown_server(self, grace: float | None) -> None:
         server, self._server = self._server, None
         if server is not None:
             self._stop.set()
-            server.stop(grace=1).wait()
+            server.stop(grace=grace).wait()
 
     def stop(self) -> None:
         """Stop serving (ending ListAndWatch streams) and remove the socket."""
-        self._shutdown_server()
+        self._shutdown_server(grace=1.0)
         self._registered_kubelet = None
         self.socket_path.unlink(missing_ok=True)

@@ -88,11 +88,14 @@ def kubernetes_pod_lookup(node_name: str, kubeconfig: str = "") -> PodLookup:
     """
     from kubernetes import client, config  # the one place the plugin talks to the API
 
+    # An own ApiClient: loading into the client's global default would leak into others.
     if kubeconfig:
-        config.load_kube_config(config_file=kubeconfig)
+        api_client = config.new_client_from_config(config_file=kubeconfig)
     else:
-        config.load_incluster_config()
-    api = client.CoreV1Api()
+        configuration = client.Configuration()
+        config.load_incluster_config(client_configuration=configuration)
+        api_client = client.ApiClient(configuration)
+    api = client.CoreV1Api(api_client)
     selector = f"spec.nodeName={node_name},status.phase=Pending"
 
     def lookup() -> list[PendingPlacement]:
