@@ -167,3 +167,15 @@ def test_registration_is_rejected_for_bad_requests(kubelet_dir: Path) -> None:
                 stub.Register(request, timeout=15)
             assert text in err.value.details()
         assert peer.registrations == []
+
+
+def test_new_kubelet_socket_alone_triggers_registration(
+    peer: KubeletPeer, start_daemon, kubelet_dir: Path
+) -> None:
+    start_daemon()
+    peer.wait_for_registration(NPU, timeout=5)
+    # Only kubelet.sock is replaced; the plugin's socket stays: still a new kubelet.
+    peer.stop()
+    peer.start()
+    peer.wait_for_registration(NPU, timeout=5, count=2)
+    assert (kubelet_dir / "kubenpu-npu.sock").exists()
