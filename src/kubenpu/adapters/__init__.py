@@ -1,0 +1,1 @@
+"""Translation between outside formats (Kubernetes objects, traces) and the model."""

@@ -1,0 +1,161 @@
+"""Kubernetes Node and Pod objects (as plain dicts, the API's JSON shape) to model objects.
+
+The only place that knows how NPU resources and model constraints are spelled on
+Kubernetes objects; the simulator's YAML reader, the extender and the tools all use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from kubenpu.adapters.quantity import cpu_milli, mebibytes, parse_quantity
+from kubenpu.errors import InputError
+from kubenpu.model import Device, Node, Request
+from kubenpu.names import (
+    CORE_UNITS_PER_DEVICE,
+    LABEL_NPU_MODEL,
+    MILLI_PER_DEVICE,
+    RESOURCE_NPU,
+    RESOURCE_NPU_CORE,
+    RESOURCE_NPU_MEM,
+)
+
+_MILLI_PER_CORE_UNIT = MILLI_PER_DEVICE // CORE_UNITS_PER_DEVICE
+
+
+class ObjectError(ValueError):
+    """A Kubernetes object that cannot be translated; the message says which field."""
+
+
+def _whole(value: object, what: str) -> int:
+    try:
+        q = parse_quantity(value)
+    except ValueError as exc:
+        raise ObjectError(f"{what}: {exc}") from None
+    if q < 0 or q != q.to_integral_value():
+        raise ObjectError(f"{what}: {value!r} must be a whole, non-negative number")
+    return int(q)
+
+
+def _quantity(conv, value: object, what: str) -> int:
+    try:
+        out = conv(value)
+    except ValueError as exc:
+        raise ObjectError(f"{what}: {exc}") from None
+    if out < 0:
+        raise ObjectError(f"{what}: {value!r} is negative")
+    return out
+
+
+def node_from_object(obj: Mapping[str, Any]) -> Node:
+    """A model Node from a Kubernetes Node: allocatable (else capacity) CPU, memory, NPUs."""
+    meta = obj.get("metadata") or {}
+    name = meta.get("name")
+    if not name:
+        raise ObjectError("Node without metadata.name")
+    status = obj.get("status") or {}
+    amounts = {**(status.get("capacity") or {}), **(status.get("allocatable") or {})}
+    labels = dict(meta.get("labels") or {})
+    model = labels.get(LABEL_NPU_MODEL, "")
+    npus = _whole(amounts.get(RESOURCE_NPU, 0), f"node {name}: {RESOURCE_NPU}")
+    devices = tuple(Device(id=f"{name}-npu{i}", index=i, model=model) for i in range(npus))
+    return Node(
+        name=name,
+        cpu_milli=_quantity(cpu_milli, amounts.get("cpu", 0), f"node {name}: cpu"),
+        memory_mib=_quantity(mebibytes, amounts.get("memory", 0), f"node {name}: memory"),
+        devices=devices,
+        labels=labels,
+    )
+
+
+def _container_amounts(container: Mapping[str, Any]) -> dict[str, object]:
+    # Extended resources may be given as limits only; the API server then copies them to
+    # requests, but a raw manifest may not have been through the API server yet.
+    res = container.get("resources") or {}
+    return {**(res.get("limits") or {}), **(res.get("requests") or {})}
+
+
+def _effective(
+    pod: str, containers: Iterable[Mapping[str, Any]], init: Iterable[Mapping[str, Any]]
+):
+    """Per resource: max(sum over containers, max over init containers), as the scheduler does."""
+    keys = ("cpu", "memory", RESOURCE_NPU, RESOURCE_NPU_CORE, RESOURCE_NPU_MEM)
+    conv = {
+        "cpu": cpu_milli,
+        "memory": mebibytes,
+    }
+
+    def amount(c: Mapping[str, Any], key: str) -> int:
+        raw = _container_amounts(c).get(key)
+        if raw is None:
+            return 0
+        what = f"pod {pod}: container {c.get('name', '?')}: {key}"
+        if key in conv:
+            return _quantity(conv[key], raw, what)
+        return _whole(raw, what)
+
+    totals = {k: sum(amount(c, k) for c in containers) for k in keys}
+    for c in init:
+        for k in keys:
+            totals[k] = max(totals[k], amount(c, k))
+    return totals
+
+
+def allowed_models(spec: Mapping[str, Any]) -> frozenset[str]:
+    """Device models a pod allows through nodeSelector or required node affinity (empty: any)."""
+    selected = (spec.get("nodeSelector") or {}).get(LABEL_NPU_MODEL)
+    models = {selected} if selected else set()
+    required = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ) or {}
+    terms = required.get("nodeSelectorTerms") or []
+    per_term = []
+    for term in terms:
+        values: set[str] | None = None
+        for expr in term.get("matchExpressions") or []:
+            if expr.get("key") == LABEL_NPU_MODEL and expr.get("operator") == "In":
+                vals = set(expr.get("values") or [])
+                values = vals if values is None else values & vals
+        per_term.append(values)
+    # Terms are ORed: a term without a model constraint lets any model through.
+    if per_term and all(v is not None for v in per_term):
+        union = set().union(*per_term)  # type: ignore[arg-type]
+        models = models & union if models else union
+    return frozenset(models)
+
+
+def request_from_pod(obj: Mapping[str, Any]) -> Request:
+    """A model Request from a Kubernetes Pod (whole NPUs, or a share with optional memory)."""
+    meta = obj.get("metadata") or {}
+    name = meta.get("name")
+    if not name:
+        raise ObjectError("Pod without metadata.name")
+    spec = obj.get("spec") or {}
+    ns = meta.get("namespace")
+    key = f"{ns}/{name}" if ns else name
+    t = _effective(key, spec.get("containers") or [], spec.get("initContainers") or [])
+    core = t[RESOURCE_NPU_CORE]
+    if t[RESOURCE_NPU] and core:
+        raise ObjectError(
+            f"pod {key}: asks for both {RESOURCE_NPU} and {RESOURCE_NPU_CORE}; use one of them"
+        )
+    if core > CORE_UNITS_PER_DEVICE:
+        raise ObjectError(
+            f"pod {key}: {RESOURCE_NPU_CORE} is {core}, at most {CORE_UNITS_PER_DEVICE} "
+            f"(one NPU); ask for whole NPUs with {RESOURCE_NPU}"
+        )
+    if t[RESOURCE_NPU_MEM] and not core:
+        raise ObjectError(f"pod {key}: {RESOURCE_NPU_MEM} needs {RESOURCE_NPU_CORE}")
+    try:
+        return Request(
+            name=key,
+            cpu_milli=t["cpu"],
+            memory_mib=t["memory"],
+            npus=t[RESOURCE_NPU],
+            share_milli=core * _MILLI_PER_CORE_UNIT,
+            share_memory_mib=t[RESOURCE_NPU_MEM] * 1024,
+            models=allowed_models(spec),
+        )
+    except InputError as exc:
+        raise ObjectError(str(exc)) from None

@@ -1,0 +1,169 @@
+"""``kubenpu simulate``: replay a trace through the placement engine, policy by policy."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from kubenpu.engine import policies
+from kubenpu.errors import InputError, KubeNpuError
+from kubenpu.model import Node, Request
+from kubenpu.sim.experiment import RunResult, replay
+from kubenpu.traces import openb, synthetic
+from kubenpu.traces.kubeyaml import is_yaml, read_yaml
+
+DEFAULT_POLICIES = ",".join(policies.BASELINES)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``42-51`` (inclusive range) or ``42,43`` (list), or a mix: ``1-3,7``."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            if "-" in part[1:]:
+                lo, hi = part.split("-", 1)
+                a, b = int(lo), int(hi)
+                if b < a:
+                    raise ValueError
+                seeds.extend(range(a, b + 1))
+            else:
+                seeds.append(int(part))
+        except ValueError:
+            raise typer.BadParameter(f"{part!r} is not a seed or a range like 42-51") from None
+    return seeds
+
+
+def read_nodes(path: Path) -> list[Node]:
+    """Nodes from an openb CSV or a Kubernetes YAML file."""
+    if not is_yaml(path):
+        return openb.read_nodes(path)
+    nodes, _ = read_yaml(path)
+    if not nodes:
+        raise InputError("no Node objects in file", source=str(path))
+    return nodes
+
+
+def read_pods(path: Path) -> list[Request]:
+    """Pod requests from an openb CSV or a Kubernetes YAML file."""
+    if not is_yaml(path):
+        return openb.read_pods(path)
+    _, pods = read_yaml(path)
+    if not pods:
+        raise InputError("no Pod objects in file", source=str(path))
+    return pods
+
+
+def load(nodes_file: Path | None, pods_file: Path | None) -> tuple[list[Node], list[Request], str]:
+    """Nodes and pods from files, the built-in default standing in for what is not given."""
+    nodes = read_nodes(nodes_file) if nodes_file else synthetic.cluster()
+    pods = read_pods(pods_file) if pods_file else synthetic.workload()
+    names = [p.name for p in (nodes_file, pods_file) if p is not None]
+    return nodes, pods, " + ".join(names) if names else "built-in default"
+
+
+def simulate(
+    nodes_file: Path | None = typer.Option(
+        None, "--nodes", help="Node list: openb CSV or Kubernetes YAML."
+    ),
+    pods_file: Path | None = typer.Option(
+        None, "--pods", help="Pod list: openb CSV or Kubernetes YAML."
+    ),
+    policy: str = typer.Option(
+        DEFAULT_POLICIES,
+        "--policy",
+        help="Comma-separated policies; each may combine weighted parts: fgd:2+bestfit.",
+    ),
+    seeds: str = typer.Option("42", "--seeds", help="Seeds: 42-51 or 42,43."),
+    tune: float = typer.Option(1.3, "--tune", help="Inflate the workload to this x capacity."),
+    fmt: str = typer.Option("table", "--format", help="table or json."),
+    plot: Path | None = typer.Option(None, "--plot", help="Write allocation curves to this PNG."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Replay a cluster trace through the placement engine and report allocation."""
+    err = Console(stderr=True)
+    try:
+        if fmt not in ("table", "json"):
+            raise KubeNpuError(f"--format must be table or json, not {fmt!r}")
+        if not 0 < tune <= 10:
+            raise KubeNpuError(f"--tune must be in (0, 10], not {tune}")
+        specs = [p.strip() for p in policy.split(",") if p.strip()]
+        for spec in specs:
+            policies.validate(spec)
+        seed_list = parse_seeds(seeds)
+        nodes, pods, label = load(nodes_file, pods_file)
+        results = _run_all(
+            nodes, pods, specs, seed_list, tune, show=not quiet and sys.stderr.isatty()
+        )
+    except typer.BadParameter as exc:
+        err.print(f"error: --seeds: {exc}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    except KubeNpuError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    if plot is not None:
+        from kubenpu.sim.plot import plot_curves
+
+        plot_curves(results, plot, title=label)
+    if fmt == "json":
+        typer.echo(json.dumps({"runs": [r.as_json() for r in results]}))
+    else:
+        _print_table(results, label, tune)
+
+
+def _run_all(nodes, pods, specs, seeds, tune, show: bool) -> list[RunResult]:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    results = []
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} pods"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        disable=not show,
+        transient=True,
+    ) as bar:
+        for spec in specs:
+            for seed in seeds:
+                task = bar.add_task(f"{spec} seed {seed}", total=None)
+
+                def tick(done: int, total: int, task=task) -> None:
+                    if done % 256 == 0 or done == total:
+                        bar.update(task, completed=done, total=total)
+
+                factory = policies.factory(spec)
+                results.append(replay(nodes, pods, factory, seed=seed, tune=tune, progress=tick))
+                bar.remove_task(task)
+    return results
+
+
+def _print_table(results: list[RunResult], label: str, tune: float) -> None:
+    table = Table(title=f"NPU allocation at {tune * 100:.0f}% arrival — {label}")
+    table.add_column("policy")
+    table.add_column("seeds", justify="right")
+    for col in ("mean %", "min %", "max %", "unscheduled", "s/run"):
+        table.add_column(col, justify="right")
+    by_policy: dict[str, list[RunResult]] = {}
+    for r in results:
+        by_policy.setdefault(r.policy, []).append(r)
+    for name, runs in by_policy.items():
+        finals = [r.final_allocation_pct for r in runs]
+        table.add_row(
+            name,
+            str(len(runs)),
+            f"{statistics.mean(finals):.2f}",
+            f"{min(finals):.2f}",
+            f"{max(finals):.2f}",
+            f"{statistics.mean(r.unscheduled_pods for r in runs):.0f}",
+            f"{statistics.mean(r.elapsed_s for r in runs):.2f}",
+        )
+    devices = results[0].total_devices if results else 0
+    Console().print(table)
+    Console().print(f"{devices} NPUs; allocation = NPU compute held by pods / total NPU compute.")

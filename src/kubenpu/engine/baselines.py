@@ -1,0 +1,195 @@
+"""The six policies of the FGD paper (USENIX ATC 2023), as its public simulator defines them.
+
+Scores are integers on 0..100 truncated the way the paper's simulator truncates them; the
+many ties that follow are broken at random by the engine, as kube-scheduler does. Resource
+terms are scaled by a fixed "largest node" of 128 CPUs and 8 devices (``SPEC_CPU``,
+``SPEC_DEVICES``), not by each node's own size. Worked examples are in the tests.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kubenpu.engine import fit
+from kubenpu.engine.fragmentation import Fragmentation, TaskMix
+from kubenpu.engine.framework import MAX_SCORE, Cycle, Policy
+from kubenpu.engine.state import FULL, ClusterState
+
+SPEC_CPU = 128_000
+SPEC_DEVICES = 8 * FULL
+
+
+class RandomPolicy(Policy):
+    """Any feasible node, uniformly; a share goes to a random fitting device.
+
+    One candidate drawn at random scores 100, the others 0, so no tie-break order applies.
+    """
+
+    name = "random"
+
+    def score(self, cycle: Cycle) -> np.ndarray:
+        scores = np.zeros(cycle.candidates.size)
+        scores[cycle.rng.integers(cycle.candidates.size)] = MAX_SCORE
+        return scores
+
+    def select_devices(self, cycle: Cycle, node: int) -> tuple[list[int], list[int]]:
+        req = cycle.request
+        if not req.share_milli:
+            return super().select_devices(cycle, node)
+        slots = np.flatnonzero(fit.device_fit(cycle.state, req)[node])
+        return [int(cycle.rng.choice(slots))], [req.share_milli]
+
+
+class DotProdPolicy(Policy):
+    """Tetris-style alignment: the smaller the dot product of free and asked (CPU, NPU), the better.
+
+    ``score = trunc(100 * (1 - (cpu_free*cpu/128k^2 + npu_free*npu/8000^2) / 2))``.
+    """
+
+    name = "dotprod"
+
+    def score(self, cycle: Cycle) -> np.ndarray:
+        s, req, c = cycle.state, cycle.request, cycle.candidates
+        dot = (s.cpu_free[c] / SPEC_CPU) * (req.cpu_milli / SPEC_CPU) + (
+            s.free_total[c] / SPEC_DEVICES
+        ) * (req.device_milli / SPEC_DEVICES)
+        return np.trunc(MAX_SCORE * (1 - dot / 2))
+
+
+class ClusteringPolicy(Policy):
+    """Keep pods of one kind (shared, 1-NPU, 2-NPU, ...) together on the same nodes.
+
+    ``score = offset + 25 * used/8000`` with offset 75 when the node hosts only this kind,
+    50 when this kind among others, 25 when no NPU pods, 0 when only other kinds.
+    """
+
+    name = "clustering"
+
+    def score(self, cycle: Cycle) -> np.ndarray:
+        s, req, c = cycle.state, cycle.request, cycle.candidates
+        if not req.wants_devices:
+            return np.zeros(c.size)
+        kinds = s.kind_count[c]
+        mine = kinds[:, req.npus] > 0
+        others = kinds.sum(axis=1) - kinds[:, req.npus] > 0
+        offset = np.select([mine & ~others, mine & others, ~mine & ~others], [75, 50, 25], 0)
+        base = 25 * np.maximum(SPEC_DEVICES - s.free_total[c], 0) // SPEC_DEVICES
+        return (offset + base).astype(np.float64)
+
+
+class PackingPolicy(Policy):
+    """Fill partly used devices first, then free devices on used nodes, then idle nodes.
+
+    Shared onto a used device: ``max(100 - free_pct//10, 50)`` (tighter is better); onto a
+    free device of a used node: ``max(50 - k, 33)`` for k devices taken; an idle node:
+    ``max(33 - n, n)`` for its n devices (bigger idle nodes are kept for last).
+    """
+
+    name = "packing"
+
+    def score(self, cycle: Cycle) -> np.ndarray:
+        s, req, c = cycle.state, cycle.request, cycle.candidates
+        if not req.wants_devices:
+            return np.zeros(c.size)
+        healthy = s.dev_healthy[c].sum(axis=1)
+        full = s.full_free[c]
+        idle = full == healthy
+        if req.npus:
+            used_node = np.full(c.size, max(50 - req.npus, 33))
+        else:
+            free = np.where(fit.device_fit(s, req)[c], s.dev_free[c], FULL + 1)
+            tightest = free.min(axis=1)
+            pct = tightest * 100 // FULL
+            used_node = np.where(tightest == FULL, 49, np.maximum(100 - pct // 10, 50))
+        return np.where(idle, np.maximum(33 - healthy, healthy), used_node).astype(np.float64)
+
+
+class BestFitPolicy(Policy):
+    """The node left with the least free (CPU, NPU) after placement, equal weights.
+
+    ``raw = trunc(100 * (1 - (0.5*(cpu_free-cpu)/128k + 0.5*(npu_free-npu)/8000)))``, then
+    min-max normalised to 0..100 over the candidates (integer division).
+    """
+
+    name = "bestfit"
+
+    def score(self, cycle: Cycle) -> np.ndarray:
+        s, req, c = cycle.state, cycle.request, cycle.candidates
+        left = (
+            0.5 * (s.cpu_free[c] - req.cpu_milli) / SPEC_CPU
+            + 0.5 * (s.free_total[c] - req.device_milli) / SPEC_DEVICES
+        )
+        raw = np.trunc(MAX_SCORE * (1 - left)).astype(np.int64)
+        lo, hi = raw.min(initial=0), raw.max(initial=0)
+        if hi == lo:
+            return np.zeros(c.size)
+        return ((raw - lo) * MAX_SCORE // (hi - lo)).astype(np.float64)
+
+
+class FgdPolicy(Policy):
+    """Fragmentation gradient descent: the node and device whose fragmentation grows least.
+
+    ``score = trunc(100 * sigmoid((F_before - F_after) / 1000))`` where F is the expected
+    fragmentation over the workload's task mix; for a share every fitting device is tried
+    and the best (lowest index on ties) is kept for the device choice.
+    """
+
+    name = "fgd"
+
+    def __init__(self, mix: TaskMix, state: ClusterState):
+        self.frag = Fragmentation(mix, state)
+
+    def score(self, cycle: Cycle) -> np.ndarray:
+        s, req, c = cycle.state, cycle.request, cycle.candidates
+        dev = s.dev_free[c]
+        frag_fit, fitting = self.frag.parts(dev)
+        cpu, total = s.cpu_free[c], s.free_total[c]
+        before = self.frag.combine(c, frag_fit, fitting, cpu, total)
+        if not req.share_milli:
+            taken = np.where(self.frag.gpu_task, req.npus, 0)[:, None]
+            after = self.frag.combine(
+                c, frag_fit, fitting - taken, cpu - req.cpu_milli, total - req.device_milli
+            )
+            return _sigmoid_score(before - after)
+        need = self.frag.need
+        new = dev - req.share_milli
+        lt_old = dev[None] < need
+        lt_new = new[None] < need
+        frag2 = frag_fit[:, :, None] - lt_old * dev[None] + lt_new * new[None]
+        fitting2 = fitting[:, :, None] - (~lt_old) + (~lt_new)
+        after = self.frag.combine(
+            c,
+            frag2,
+            fitting2,
+            (cpu - req.cpu_milli)[:, None],
+            (total - req.share_milli)[:, None],
+        )
+        per_device = _sigmoid_score(before[:, None] - after)
+        per_device[~fit.device_fit(s, req)[c]] = -1
+        best = per_device.argmax(axis=1)  # first maximum: lowest slot wins ties
+        cycle.data[self.name] = dict(zip(c.tolist(), best.tolist(), strict=True))
+        return per_device[np.arange(c.size), best]
+
+    def select_devices(self, cycle: Cycle, node: int) -> tuple[list[int], list[int]]:
+        chosen = cycle.data.get(self.name, {}).get(node)
+        if cycle.request.share_milli and chosen is not None:
+            return [chosen], [cycle.request.share_milli]
+        return super().select_devices(cycle, node)
+
+
+def _sigmoid_score(delta: np.ndarray) -> np.ndarray:
+    return np.floor(MAX_SCORE / (1 + np.exp(-delta / FULL)))
+
+
+#: Name -> class, for the registry.
+BASELINE_CLASSES: dict[str, type[Policy]] = {
+    cls.name: cls
+    for cls in (
+        RandomPolicy,
+        DotProdPolicy,
+        ClusteringPolicy,
+        PackingPolicy,
+        BestFitPolicy,
+        FgdPolicy,
+    )
+}

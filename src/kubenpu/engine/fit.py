@@ -1,0 +1,87 @@
+"""Filter: which nodes can take a request, and why the others cannot.
+
+The arithmetic is vectorised over all nodes; reasons are only counted when asked for
+(the fast path of a simulator needs the mask alone).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from kubenpu.engine.state import FULL, ClusterState
+from kubenpu.model import Request
+from kubenpu.names import RESOURCE_NPU, RESOURCE_NPU_CORE, RESOURCE_NPU_MEM
+
+
+def device_fit(state: ClusterState, req: Request) -> np.ndarray:
+    """Per node and device slot: can this slot serve (its part of) the request."""
+    if req.npus:
+        return state.dev_free == FULL
+    fits = state.dev_free >= req.share_milli
+    if req.share_memory_mib:
+        fits &= state.dev_mem_free >= req.share_memory_mib
+    return fits
+
+
+def feasible(state: ClusterState, req: Request, among: np.ndarray | None = None) -> np.ndarray:
+    """Boolean mask of nodes that can take ``req`` now (optionally only ``among`` these)."""
+    ok = (state.cpu_free >= req.cpu_milli) & (state.mem_free >= req.memory_mib)
+    if among is not None:
+        ok &= among
+    if req.wants_devices:
+        ok &= state.models_mask(req.models)
+        if req.npus:
+            ok &= state.full_free >= req.npus
+        else:
+            ok &= device_fit(state, req).any(axis=1)
+    return ok
+
+
+def unfit_reasons(state: ClusterState, req: Request, among: np.ndarray | None = None) -> Counter:
+    """Count, per human-readable reason, the nodes that cannot take ``req``.
+
+    Each node is charged to the first reason that rules it out, in the order a user would
+    fix them: no NPU at all, wrong model, too few devices, device capacity, CPU, memory.
+    """
+    pct = -(-req.share_milli // 10)
+    wants = req.wants_devices
+    healthy = state.dev_healthy.sum(axis=1)
+    checks: list[tuple[np.ndarray | bool, str]] = [
+        (wants & (state.num_devices == 0), "no NPU devices"),
+        (wants & ~state.models_mask(req.models), f"NPU model not {'|'.join(sorted(req.models))}"),
+    ]
+    if req.npus:
+        checks += [
+            (healthy < req.npus, f"fewer than {req.npus} healthy {RESOURCE_NPU}"),
+            (state.full_free < req.npus, f"Insufficient {RESOURCE_NPU}"),
+        ]
+    elif req.share_milli:
+        core_fit = (state.dev_free >= req.share_milli).any(axis=1)
+        checks += [
+            (~core_fit, f"Insufficient {RESOURCE_NPU_CORE}: no NPU with {pct}% free core"),
+            (
+                ~device_fit(state, req).any(axis=1),
+                f"Insufficient {RESOURCE_NPU_MEM} on any NPU with {pct}% free core",
+            ),
+        ]
+    checks += [
+        (state.cpu_free < req.cpu_milli, "Insufficient cpu"),
+        (state.mem_free < req.memory_mib, "Insufficient memory"),
+    ]
+    conds = [np.broadcast_to(c, (state.num_nodes,)) for c, _ in checks]
+    code = np.select(conds, list(range(len(checks))), default=-1)
+    if among is not None:
+        code = code[among]
+    counts = np.bincount(code[code >= 0], minlength=len(checks))
+    return Counter({checks[i][1]: int(n) for i, n in enumerate(counts) if n})
+
+
+def explain_unfit(state: ClusterState, req: Request, among: np.ndarray | None = None) -> str:
+    """One line in kube-scheduler's style: ``0/3 nodes are available: 2 ..., 1 ...``."""
+    total = state.num_nodes if among is None else int(among.sum())
+    reasons = unfit_reasons(state, req, among)
+    parts = [f"{n} {why}" for why, n in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))]
+    fit = total - sum(reasons.values())
+    return f"{fit}/{total} nodes are available: " + ", ".join(parts) + "."

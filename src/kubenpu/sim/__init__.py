@@ -1,0 +1,1 @@
+"""Trace replay through the placement engine (the FGD paper's experiment)."""

@@ -1,0 +1,130 @@
+"""The openb experiment: inflate the workload, shuffle, schedule once, record allocation.
+
+Steps, as the FGD paper ran them (see ``../shared/traces/openb/README.md``):
+
+1. inflate: with a generator seeded by the run's seed, append copies of pods drawn at random
+   (with replacement) while the total device request stays within ``tune`` x capacity;
+2. shuffle the list with the same generator;
+3. schedule every pod once in that order; a pod that fits nowhere stays unscheduled;
+4. each time arrived device requests cross another 1% of capacity, record the allocated
+   device compute as a percentage of capacity.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from kubenpu.engine.framework import Engine, Profile
+from kubenpu.engine.state import FULL, ClusterState
+from kubenpu.errors import InputError
+from kubenpu.model import Node, Request
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One replay of one policy with one seed."""
+
+    policy: str
+    seed: int
+    tune: float
+    total_devices: int
+    allocation_curve: list[float]
+    final_allocation_pct: float
+    unscheduled_pods: int
+    elapsed_s: float
+    #: The final cluster state, for reports such as ``--explain``.
+    state: ClusterState | None = None
+
+    def as_json(self) -> dict:
+        """The JSON form documented for ``kubenpu simulate --format json``."""
+        return {
+            "policy": self.policy,
+            "seed": self.seed,
+            "tune": self.tune,
+            "total_devices": self.total_devices,
+            "allocation_curve": self.allocation_curve,
+            "final_allocation_pct": self.final_allocation_pct,
+            "unscheduled_pods": self.unscheduled_pods,
+            "elapsed_s": round(self.elapsed_s, 3),
+        }
+
+
+def inflate(
+    pods: Sequence[Request], capacity_milli: int, tune: float, rng: np.random.Generator
+) -> list[Request]:
+    """All of ``pods``, then random copies while total device request <= tune x capacity.
+
+    Copies get a ``-c<k>`` suffix so every pod name stays unique.
+    """
+    out = list(pods)
+    limit = tune * capacity_milli
+    total = sum(p.device_milli for p in out)
+    if not any(p.device_milli for p in pods):
+        return out  # nothing to inflate by: the loop would never end
+    k = 0
+    while True:
+        pod = pods[int(rng.integers(len(pods)))]
+        if total + pod.device_milli > limit:
+            return out
+        total += pod.device_milli
+        out.append(replace(pod, name=f"{pod.name}-c{k}"))
+        k += 1
+
+
+def replay(
+    nodes: Sequence[Node],
+    pods: Sequence[Request],
+    make_profile: Callable[[ClusterState, Sequence[Request]], Profile],
+    *,
+    seed: int,
+    tune: float,
+    progress: Callable[[int, int], None] | None = None,
+) -> RunResult:
+    """Run the experiment once; ``make_profile`` builds the policy for the fresh cluster."""
+    started = time.perf_counter()
+    state = ClusterState(nodes)
+    if state.total_devices == 0:
+        raise InputError("the cluster has no NPU devices: nothing to replay")
+    capacity = state.total_devices * FULL
+    rng = np.random.default_rng(seed)
+    workload = inflate(pods, capacity, tune, rng)
+    order = rng.permutation(len(workload))
+    profile = make_profile(state, pods)
+    engine = Engine(state, profile, seed=seed)
+
+    points = round(tune * 100)
+    curve: list[float] = []
+    arrived = 0
+    allocated = 0
+    unscheduled = 0
+    for n, i in enumerate(order):
+        req = workload[i]
+        decision = engine.place(req)
+        if decision.placement is None:
+            unscheduled += 1
+        else:
+            allocated += req.device_milli
+        arrived += req.device_milli
+        # Record once per whole percent of capacity that arrivals have crossed.
+        reached = min(points, arrived * 100 // capacity)
+        while len(curve) <= reached:
+            curve.append(round(100 * allocated / capacity, 4))
+        if progress is not None:
+            progress(n + 1, len(order))
+    while len(curve) <= points:
+        curve.append(round(100 * allocated / capacity, 4))
+    return RunResult(
+        policy=profile.name,
+        seed=seed,
+        tune=tune,
+        total_devices=state.total_devices,
+        allocation_curve=curve,
+        final_allocation_pct=curve[-1],
+        unscheduled_pods=unscheduled,
+        elapsed_s=time.perf_counter() - started,
+        state=state,
+    )

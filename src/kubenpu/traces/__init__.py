@@ -1,0 +1,1 @@
+"""Readers that turn cluster traces and manifests into model nodes and requests."""

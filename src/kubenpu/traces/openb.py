@@ -1,0 +1,78 @@
+"""Reader for the openb trace's node and pod CSV files (the FGD paper's format)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kubenpu.errors import InputError
+from kubenpu.model import Device, Node, Request
+from kubenpu.names import LABEL_NPU_MODEL, MILLI_PER_DEVICE
+from kubenpu.traces.csvtable import read_rows
+
+NODE_COLUMNS = ("sn", "cpu_milli", "memory_mib", "gpu", "model")
+POD_COLUMNS = ("name", "cpu_milli", "memory_mib", "num_gpu", "gpu_milli")
+#: Optional pod column: allowed models joined by ``|`` (absent or empty = any model).
+POD_SPEC_COLUMN = "gpu_spec"
+#: The largest node of any real NPU instance carries 8 devices; the trace never asks more.
+MAX_DEVICES_PER_POD = 8
+
+
+def read_nodes(path: Path) -> list[Node]:
+    """Nodes of an openb node list; each device gets id ``<node>-npu<i>``."""
+    nodes = []
+    for row in read_rows(path, NODE_COLUMNS):
+        name = row.text("sn")
+        if not name:
+            raise row.error("column 'sn': empty node name")
+        model = row.text("model")
+        count = row.count("gpu")
+        devices = tuple(Device(id=f"{name}-npu{i}", index=i, model=model) for i in range(count))
+        labels = {LABEL_NPU_MODEL: model} if model and count else {}
+        nodes.append(Node(name, row.count("cpu_milli"), row.count("memory_mib"), devices, labels))
+    if not nodes:
+        raise InputError("no nodes in file", source=str(path))
+    return nodes
+
+
+def read_pods(path: Path) -> list[Request]:
+    """Requests of an openb pod list.
+
+    ``num_gpu`` whole devices when ``gpu_milli`` is 1000, a share of one device when
+    ``num_gpu`` is 1 and ``gpu_milli`` is below 1000, no device when ``num_gpu`` is 0.
+    """
+    pods = []
+    for row in read_rows(path, POD_COLUMNS):
+        name = row.text("name")
+        if not name:
+            raise row.error("column 'name': empty pod name")
+        num, milli = row.count("num_gpu"), row.count("gpu_milli")
+        if num > MAX_DEVICES_PER_POD:
+            raise row.error(
+                f"column 'num_gpu': {num} devices in one pod (at most {MAX_DEVICES_PER_POD})"
+            )
+        if milli > MILLI_PER_DEVICE:
+            raise row.error(
+                f"column 'gpu_milli': {milli} is more than one device ({MILLI_PER_DEVICE})"
+            )
+        if num > 1 and milli != MILLI_PER_DEVICE:
+            raise row.error(f"column 'gpu_milli': {num} devices must be whole (1000), got {milli}")
+        if num == 0 and milli:
+            raise row.error(f"column 'gpu_milli': {milli} milli asked with num_gpu 0")
+        if num == 1 and milli == 0:
+            raise row.error("column 'gpu_milli': num_gpu 1 with a share of 0")
+        whole = milli == MILLI_PER_DEVICE
+        spec = row.text(POD_SPEC_COLUMN)
+        models = frozenset(m.strip() for m in spec.split("|") if m.strip())
+        pods.append(
+            Request(
+                name=name,
+                cpu_milli=row.count("cpu_milli"),
+                memory_mib=row.count("memory_mib"),
+                npus=num if whole else 0,
+                share_milli=0 if whole else milli,
+                models=models,
+            )
+        )
+    if not pods:
+        raise InputError("no pods in file", source=str(path))
+    return pods
