@@ -1,31 +1,70 @@
-"""The ``kubenpu`` command: one sub-command per component."""
+"""The ``kubenpu`` command: one sub-command per component.
+
+Sub-commands are imported only when asked for, so a node daemon such as
+``kubenpu device-plugin`` does not pay (in start-up time and resident memory) for the
+simulator's numpy or the dev cluster's code.
+"""
+
+import importlib
+import sys
+from collections.abc import Callable
 
 import typer
 
 from kubenpu import __version__
-from kubenpu.cli import dev_cluster, device_plugin, simulate
-
-app = typer.Typer(
-    name="kubenpu",
-    help="NPU scheduling for Kubernetes.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-app.command("simulate")(simulate.simulate)
-app.command("device-plugin")(device_plugin.device_plugin)
-app.add_typer(dev_cluster.app, name="dev-cluster")
 
 
-@app.callback(invoke_without_command=True)
-def _root(
-    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
-) -> None:
-    if version:
+def _simulate(app: typer.Typer) -> None:
+    app.command("simulate")(importlib.import_module("kubenpu.cli.simulate").simulate)
+
+
+def _device_plugin(app: typer.Typer) -> None:
+    module = importlib.import_module("kubenpu.cli.device_plugin")
+    app.command("device-plugin")(module.device_plugin)
+
+
+def _dev_cluster(app: typer.Typer) -> None:
+    app.add_typer(importlib.import_module("kubenpu.cli.dev_cluster").app, name="dev-cluster")
+
+
+#: Sub-command name -> how to register it.
+COMMANDS: dict[str, Callable[[typer.Typer], None]] = {
+    "simulate": _simulate,
+    "device-plugin": _device_plugin,
+    "dev-cluster": _dev_cluster,
+}
+
+
+def _version(value: bool) -> None:
+    if value:
         typer.echo(f"kubenpu {__version__}")
         raise typer.Exit()
 
 
+def build_app(only: str | None = None) -> typer.Typer:
+    """The CLI with sub-command ``only`` registered, or all of them when it is not one."""
+    app = typer.Typer(
+        name="kubenpu",
+        help="NPU scheduling for Kubernetes.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+
+    @app.callback()
+    def _root(
+        version: bool = typer.Option(
+            False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ) -> None:
+        """NPU scheduling for Kubernetes."""
+
+    for name, register in COMMANDS.items():
+        if only is None or only not in COMMANDS or name == only:
+            register(app)
+    return app
+
+
 def main() -> None:
     """Console-script entry point."""
-    app()
+    build_app(sys.argv[1] if len(sys.argv) > 1 else None)()
