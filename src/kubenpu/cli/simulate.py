@@ -34,7 +34,10 @@ def parse_seeds(text: str) -> list[int]:
                     raise ValueError
                 seeds.extend(range(a, b + 1))
             else:
-                seeds.append(int(part))
+                a = int(part)
+                seeds.append(a)
+            if a < 0:
+                raise ValueError
         except ValueError:
             raise typer.BadParameter(f"{part!r} is not a seed or a range like 42-51") from None
     return seeds
@@ -65,7 +68,19 @@ def load(nodes_file: Path | None, pods_file: Path | None) -> tuple[list[Node], l
     nodes = read_nodes(nodes_file) if nodes_file else synthetic.cluster()
     pods = read_pods(pods_file) if pods_file else synthetic.workload()
     names = [p.name for p in (nodes_file, pods_file) if p is not None]
-    return nodes, pods, " + ".join(names) if names else "built-in default"
+    label = " + ".join(names) if names else "built-in default"
+    if not any(n.devices for n in nodes):
+        raise InputError(
+            f"no NPU devices on any of the {len(nodes)} nodes: nothing to replay",
+            source=str(nodes_file) if nodes_file else label,
+        )
+    return nodes, pods, label
+
+
+def _fail(message: str) -> typer.Exit:
+    """Print ``message`` as one line on stderr (never wrapped) and return exit code 2."""
+    typer.echo(f"error: {' '.join(message.split())}", err=True)
+    return typer.Exit(2)
 
 
 def simulate(
@@ -87,7 +102,6 @@ def simulate(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Replay a cluster trace through the placement engine and report allocation."""
-    err = Console(stderr=True)
     try:
         if fmt not in ("table", "json"):
             raise KubeNpuError(f"--format must be table or json, not {fmt!r}")
@@ -101,16 +115,14 @@ def simulate(
         results = _run_all(
             nodes, pods, specs, seed_list, tune, show=not quiet and sys.stderr.isatty()
         )
-    except typer.BadParameter as exc:
-        err.print(f"error: --seeds: {exc}", markup=False, highlight=False)
-        raise typer.Exit(2) from None
-    except KubeNpuError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
-        raise typer.Exit(2) from None
-    if plot is not None:
-        from kubenpu.sim.plot import plot_curves
+        if plot is not None:
+            from kubenpu.sim.plot import plot_curves
 
-        plot_curves(results, plot, title=label)
+            plot_curves(results, plot, title=label)
+    except typer.BadParameter as exc:
+        raise _fail(f"--seeds: {exc}") from None
+    except KubeNpuError as exc:
+        raise _fail(str(exc)) from None
     if fmt == "json":
         typer.echo(json.dumps({"runs": [r.as_json() for r in results]}))
     else:

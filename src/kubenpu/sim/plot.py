@@ -41,5 +41,7 @@ def plot_curves(results: Sequence[RunResult], path: Path, title: str = "") -> No
         fig.savefig(path)
     except OSError as exc:
         raise ConfigError(f"--plot: cannot write {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:  # e.g. an image format matplotlib does not know
+        raise ConfigError(f"--plot: cannot write {path}: {exc}") from None
     finally:
         plt.close(fig)
