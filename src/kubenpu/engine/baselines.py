@@ -120,7 +120,7 @@ class BestFitPolicy(Policy):
             + 0.5 * (s.free_total[c] - req.device_milli) / SPEC_DEVICES
         )
         raw = np.trunc(MAX_SCORE * (1 - left)).astype(np.int64)
-        lo, hi = raw.min(initial=0), raw.max(initial=0)
+        lo, hi = raw.min(), raw.max()
         if hi == lo:
             return np.zeros(c.size)
         return ((raw - lo) * MAX_SCORE // (hi - lo)).astype(np.float64)
@@ -141,40 +141,27 @@ class FgdPolicy(Policy):
 
     def score(self, cycle: Cycle) -> np.ndarray:
         s, req, c = cycle.state, cycle.request, cycle.candidates
-        dev = s.dev_free[c]
-        frag_fit, fitting = self.frag.parts(dev)
-        cpu, total = s.cpu_free[c], s.free_total[c]
-        before = self.frag.combine(c, frag_fit, fitting, cpu, total)
+        self.frag.sync()
         if not req.share_milli:
-            taken = np.where(self.frag.gpu_task, req.npus, 0)[:, None]
-            after = self.frag.combine(
-                c, frag_fit, fitting - taken, cpu - req.cpu_milli, total - req.device_milli
-            )
-            return _sigmoid_score(before - after)
-        need = self.frag.need
-        new = dev - req.share_milli
-        lt_old = dev[None] < need
-        lt_new = new[None] < need
-        frag2 = frag_fit[:, :, None] - lt_old * dev[None] + lt_new * new[None]
-        fitting2 = fitting[:, :, None] - (~lt_old) + (~lt_new)
-        after = self.frag.combine(
-            c,
-            frag2,
-            fitting2,
-            (cpu - req.cpu_milli)[:, None],
-            (total - req.share_milli)[:, None],
+            return _sigmoid_score(self.frag.current[c] - self.frag.after_whole(c, req))
+        # Every (candidate, fitting device) pair, in row-major order: nodes ascending,
+        # devices ascending within a node.
+        pos, slots = np.nonzero(fit.device_fit(s, req)[c])
+        nodes = c[pos]
+        per_pair = _sigmoid_score(
+            self.frag.current[nodes] - self.frag.after_share(nodes, slots, req)
         )
-        per_device = _sigmoid_score(before[:, None] - after)
-        per_device[~fit.device_fit(s, req)[c]] = -1
-        best = per_device.argmax(axis=1)  # first maximum: lowest slot wins ties
-        cycle.data[self.name] = dict(zip(c.tolist(), best.tolist(), strict=True))
-        return per_device[np.arange(c.size), best]
-
-    def select_devices(self, cycle: Cycle, node: int) -> tuple[list[int], list[int]]:
-        chosen = cycle.data.get(self.name, {}).get(node)
-        if cycle.request.share_milli and chosen is not None:
-            return [chosen], [cycle.request.share_milli]
-        return super().select_devices(cycle, node)
+        starts = np.flatnonzero(np.r_[True, pos[1:] != pos[:-1]])
+        best = np.maximum.reduceat(per_pair, starts)
+        # The first pair reaching its node's best: the lowest device index wins ties.
+        hit = np.where(
+            per_pair == np.repeat(best, np.diff(np.r_[starts, pos.size])),
+            np.arange(pos.size),
+            pos.size,
+        )
+        first = np.minimum.reduceat(hit, starts)
+        cycle.data[self.name] = dict(zip(nodes[first].tolist(), slots[first].tolist(), strict=True))
+        return best
 
 
 def _sigmoid_score(delta: np.ndarray) -> np.ndarray:
