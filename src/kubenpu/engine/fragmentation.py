@@ -6,7 +6,9 @@ few fitting devices, or the task needs no NPU), otherwise the free compute of th
 with less free than the task's per-device need. The expected fragmentation over the mix of
 shapes (weighted by how common each shape is) is what FGD minimises.
 
-Everything is vectorised: shapes x nodes (x device slots), with numpy.
+Everything is vectorised over shapes x nodes; per-node parts are cached and refreshed only
+for nodes that changed, and a share is evaluated on every (node, fitting device) pair at
+once.
 """
 
 from __future__ import annotations
@@ -35,14 +37,6 @@ class TaskMix:
     def size(self) -> int:
         """Number of task shapes."""
         return int(self.prob.size)
-
-    def model_ok(self, state: ClusterState) -> np.ndarray:
-        """[K, N]: the node's model is allowed for the shape."""
-        return (
-            np.stack([state.models_mask(m) for m in self.models])
-            if self.size
-            else np.zeros((0, state.num_nodes), dtype=bool)
-        )
 
 
 def shape_of(req: Request) -> tuple[int, int, int, frozenset[str]]:
@@ -83,23 +77,49 @@ def task_mix(pods: Sequence[Request], coverage: float = 0.95) -> TaskMix:
 
 
 class Fragmentation:
-    """Expected fragmentation of nodes, and of nodes after a hypothetical placement."""
+    """Expected fragmentation of a cluster's nodes for one task mix, kept up to date."""
 
     def __init__(self, mix: TaskMix, state: ClusterState):
         self.mix = mix
-        self.model_ok = mix.model_ok(state)  # models never change, so computed once
+        self.state = state
+        k = mix.size
+        self.model_ok = (
+            np.stack([state.models_mask(m) for m in mix.models])
+            if k
+            else np.zeros((0, state.num_nodes), dtype=bool)
+        )
         self.gpu_task = mix.per_device > 0
-        #: [K, 1, 1] per-device need, ready to broadcast against [n, D] free compute.
-        self.need = mix.per_device[:, None, None]
+        self._need = mix.per_device[:, None]
+        self._cpu = mix.cpu_milli[:, None]
+        self._count = mix.count[:, None]
+        n = state.num_nodes
+        #: [K, N] fragment of each node if the shape fits it; fitting devices per shape.
+        self.frag_fit = np.zeros((k, n))
+        self.fitting = np.zeros((k, n), dtype=np.int64)
+        #: [N] expected fragmentation of each node now.
+        self.current = np.zeros(n)
+        self._synced = -1
 
-    def parts(self, dev_free: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """For free compute [n, D]: (fragment if the shape fits [K, n], fitting devices [K, n])."""
-        lt = dev_free[None, :, :] < self.need
-        frag_fit = (dev_free[None, :, :] * lt).sum(axis=2)
-        fitting = (~lt).sum(axis=2)
-        return frag_fit, fitting
+    def sync(self) -> None:
+        """Recompute the cached rows of nodes changed since the last call."""
+        s = self.state
+        rows = np.flatnonzero(s.node_version > self._synced)
+        self._synced = s.version
+        if rows.size == 0:
+            return
+        dev = s.dev_free[rows]  # [r, D]
+        lt = dev[None, :, :] < self._need[:, :, None]
+        self.frag_fit[:, rows] = (dev[None, :, :] * lt).sum(axis=2)
+        self.fitting[:, rows] = (~lt).sum(axis=2)
+        self.current[rows] = self.expected(
+            rows,
+            self.frag_fit[:, rows],
+            self.fitting[:, rows],
+            s.cpu_free[rows],
+            s.free_total[rows],
+        )
 
-    def combine(
+    def expected(
         self,
         nodes: np.ndarray,
         frag_fit: np.ndarray,
@@ -107,22 +127,43 @@ class Fragmentation:
         cpu_free: np.ndarray,
         free_total: np.ndarray,
     ) -> np.ndarray:
-        """Expected fragmentation given the parts; arrays broadcast over trailing axes."""
-        mix = self.mix
-        extra = (1,) * (frag_fit.ndim - 2)
-        shape = (-1, 1, *extra)
-        fits = (
-            self.gpu_task.reshape(shape)
-            & self.model_ok[:, nodes].reshape(self.model_ok.shape[0], nodes.size, *extra)
-            & (fitting >= mix.count.reshape(shape))
-            & (cpu_free[None, ...] >= mix.cpu_milli.reshape(shape))
-        )
-        per_shape = np.where(fits, frag_fit, free_total[None, ...])
-        return np.tensordot(mix.prob, per_shape, axes=(0, 0))
+        """Expected fragmentation of ``nodes`` [P] in the given (possibly hypothetical) state.
 
-    def of_nodes(self, state: ClusterState, nodes: np.ndarray) -> np.ndarray:
-        """Expected fragmentation (milli) of each of ``nodes`` as they are now."""
-        frag_fit, fitting = self.parts(state.dev_free[nodes])
-        return self.combine(
-            nodes, frag_fit, fitting, state.cpu_free[nodes], state.free_total[nodes]
+        ``frag_fit`` and ``fitting`` are [K, P]; ``cpu_free`` and ``free_total`` are [P].
+        """
+        fits = (
+            self.gpu_task[:, None]
+            & self.model_ok[:, nodes]
+            & (fitting >= self._count)
+            & (cpu_free[None, :] >= self._cpu)
+        )
+        return self.mix.prob @ np.where(fits, frag_fit, free_total[None, :])
+
+    def after_whole(self, nodes: np.ndarray, req: Request) -> np.ndarray:
+        """Expected fragmentation of ``nodes`` after ``req`` (whole NPUs or none) lands there."""
+        s = self.state
+        taken = np.where(self.gpu_task, req.npus, 0)[:, None]
+        return self.expected(
+            nodes,
+            self.frag_fit[:, nodes],
+            self.fitting[:, nodes] - taken,
+            s.cpu_free[nodes] - req.cpu_milli,
+            s.free_total[nodes] - req.device_milli,
+        )
+
+    def after_share(self, nodes: np.ndarray, slots: np.ndarray, req: Request) -> np.ndarray:
+        """Expected fragmentation after ``req``'s share lands on (node, slot) pairs [P]."""
+        s = self.state
+        dev = s.dev_free[nodes, slots][None, :]
+        new = dev - req.share_milli
+        lt_old = dev < self._need
+        lt_new = new < self._need
+        frag = self.frag_fit[:, nodes] - lt_old * dev + lt_new * new
+        fitting = self.fitting[:, nodes] - ~lt_old + ~lt_new
+        return self.expected(
+            nodes,
+            frag,
+            fitting,
+            s.cpu_free[nodes] - req.cpu_milli,
+            s.free_total[nodes] - req.share_milli,
         )

@@ -87,6 +87,8 @@ class ClusterState:
         self.holdings: dict[str, Holding] = {}
         #: Bumped on every change; caches keyed on it know when they are stale.
         self.version = 0
+        #: Per node, the ``version`` of its last change (caches refresh only changed rows).
+        self.node_version = np.zeros(n, dtype=np.int64)
 
     # ---- queries -------------------------------------------------------------------------
 
@@ -203,3 +205,4 @@ class ClusterState:
         self.full_free[i] = int((free == FULL).sum())
         self.free_total[i] = int(free.sum())
         self.version += 1
+        self.node_version[i] = self.version
