@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_CEILING, Decimal
 
 _SUFFIX = {
     "": Decimal(1),
@@ -28,29 +28,53 @@ _PATTERN = re.compile(
 )
 
 
+#: Largest magnitude accepted (Kubernetes keeps quantities within a signed 64-bit int).
+MAX_QUANTITY = Decimal(2**63 - 1)
+
+
 def parse_quantity(value: object) -> Decimal:
-    """Parse a quantity; raises ``ValueError`` with the offending text."""
+    """Parse a quantity; raises ``ValueError`` with the offending text.
+
+    Non-finite numbers (YAML ``.inf``, ``.nan``) and magnitudes beyond a signed 64-bit
+    integer are rejected, so converting the result to ``int`` is always safe.
+    """
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a quantity")
     if isinstance(value, int | float):
-        return Decimal(str(value))
-    text = str(value).strip()
-    match = _PATTERN.match(text)
-    if not match:
-        raise ValueError(f"{text!r} is not a quantity")
-    try:
-        return Decimal(match.group(1)) * _SUFFIX[match.group(2)]
-    except InvalidOperation:
-        raise ValueError(f"{text!r} is not a quantity") from None
+        text = str(value)
+        q = Decimal(text)
+    else:
+        text = str(value).strip()
+        match = _PATTERN.match(text)
+        if not match:
+            raise ValueError(f"{text!r} is not a quantity")
+        try:
+            q = Decimal(match.group(1))
+            if q.is_finite() and q.adjusted() <= 30:
+                q *= _SUFFIX[match.group(2)]
+        except ArithmeticError:  # InvalidOperation, Overflow from the decimal context
+            raise ValueError(f"{text!r} is not a quantity") from None
+    if not q.is_finite():
+        raise ValueError(f"{text!r} is not a finite quantity")
+    if q.adjusted() > 30 or abs(q) > MAX_QUANTITY:
+        raise ValueError(f"{text!r} is too large")
+    return q
+
+
+def _ceil(q: Decimal) -> int:
+    return int(q.to_integral_value(rounding=ROUND_CEILING))
 
 
 def cpu_milli(value: object) -> int:
-    """CPU quantity in millicores, rounded up like the kubelet does."""
+    """CPU quantity in millicores, rounded up like the kubelet does.
+
+    A negative quantity stays negative (``-0.1m`` is -1), so callers can reject it.
+    """
     q = parse_quantity(value) * 1000
-    return int(q.to_integral_value(rounding="ROUND_CEILING"))
+    return _ceil(q) if q >= 0 else -_ceil(-q)
 
 
 def mebibytes(value: object) -> int:
-    """Memory quantity in MiB, rounded up."""
+    """Memory quantity in MiB, rounded up; a negative quantity stays negative."""
     q = parse_quantity(value) / (2**20)
-    return int(q.to_integral_value(rounding="ROUND_CEILING"))
+    return _ceil(q) if q >= 0 else -_ceil(-q)
