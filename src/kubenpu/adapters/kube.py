@@ -22,6 +22,8 @@ from kubenpu.names import (
 )
 
 _MILLI_PER_CORE_UNIT = MILLI_PER_DEVICE // CORE_UNITS_PER_DEVICE
+#: Largest CPU (milli) or memory (MiB) amount taken: the engine keeps them in int64 arrays.
+_MAX_AMOUNT = 2**53
 
 
 class ObjectError(ValueError):
@@ -45,18 +47,51 @@ def _quantity(conv, value: object, what: str) -> int:
         raise ObjectError(f"{what}: {exc}") from None
     if out < 0:
         raise ObjectError(f"{what}: {value!r} is negative")
+    if out > _MAX_AMOUNT:
+        raise ObjectError(f"{what}: {value!r} is too large")
     return out
+
+
+def _mapping(value: object, what: str) -> Mapping[str, Any]:
+    """``value`` as a mapping (absent = empty); anything else is an ``ObjectError``."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ObjectError(f"{what} must be a mapping, not {type(value).__name__}")
+    return value
+
+
+def _sequence(value: object, what: str) -> list[Any]:
+    """``value`` as a list (absent = empty); anything else is an ``ObjectError``."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ObjectError(f"{what} must be a list, not {type(value).__name__}")
+    return value
+
+
+def _name(meta: Mapping[str, Any], kind: str) -> str:
+    name = meta.get("name")
+    if not name:
+        raise ObjectError(f"{kind} without metadata.name")
+    if not isinstance(name, str):
+        raise ObjectError(f"{kind} metadata.name must be a string, not {name!r}")
+    return name
 
 
 def node_from_object(obj: Mapping[str, Any]) -> Node:
     """A model Node from a Kubernetes Node: allocatable (else capacity) CPU, memory, NPUs."""
-    meta = obj.get("metadata") or {}
-    name = meta.get("name")
-    if not name:
-        raise ObjectError("Node without metadata.name")
-    status = obj.get("status") or {}
-    amounts = {**(status.get("capacity") or {}), **(status.get("allocatable") or {})}
-    labels = dict(meta.get("labels") or {})
+    meta = _mapping(obj.get("metadata"), "Node metadata")
+    name = _name(meta, "Node")
+    status = _mapping(obj.get("status"), f"node {name}: status")
+    amounts = {
+        **_mapping(status.get("capacity"), f"node {name}: status.capacity"),
+        **_mapping(status.get("allocatable"), f"node {name}: status.allocatable"),
+    }
+    labels = {
+        str(k): str(v)
+        for k, v in _mapping(meta.get("labels"), f"node {name}: metadata.labels").items()
+    }
     model = labels.get(LABEL_NPU_MODEL, "")
     npus = _whole(amounts.get(RESOURCE_NPU, 0), f"node {name}: {RESOURCE_NPU}")
     devices = tuple(Device(id=f"{name}-npu{i}", index=i, model=model) for i in range(npus))
@@ -69,11 +104,15 @@ def node_from_object(obj: Mapping[str, Any]) -> Node:
     )
 
 
-def _container_amounts(container: Mapping[str, Any]) -> dict[str, object]:
+def _container_amounts(container: Mapping[str, Any], pod: str) -> dict[str, object]:
     # Extended resources may be given as limits only; the API server then copies them to
     # requests, but a raw manifest may not have been through the API server yet.
-    res = container.get("resources") or {}
-    return {**(res.get("limits") or {}), **(res.get("requests") or {})}
+    what = f"pod {pod}: container {container.get('name', '?')}: resources"
+    res = _mapping(container.get("resources"), what)
+    return {
+        **_mapping(res.get("limits"), f"{what}.limits"),
+        **_mapping(res.get("requests"), f"{what}.requests"),
+    }
 
 
 def _effective(
@@ -87,7 +126,7 @@ def _effective(
     }
 
     def amount(c: Mapping[str, Any], key: str) -> int:
-        raw = _container_amounts(c).get(key)
+        raw = _container_amounts(c, pod).get(key)
         if raw is None:
             return 0
         what = f"pod {pod}: container {c.get('name', '?')}: {key}"
@@ -104,37 +143,53 @@ def _effective(
 
 def allowed_models(spec: Mapping[str, Any]) -> frozenset[str]:
     """Device models a pod allows through nodeSelector or required node affinity (empty: any)."""
-    selected = (spec.get("nodeSelector") or {}).get(LABEL_NPU_MODEL)
-    models = {selected} if selected else set()
-    required = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
-        "requiredDuringSchedulingIgnoredDuringExecution"
-    ) or {}
-    terms = required.get("nodeSelectorTerms") or []
+    selected = _mapping(spec.get("nodeSelector"), "spec.nodeSelector").get(LABEL_NPU_MODEL)
+    constrained = selected not in (None, "")
+    models = {str(selected)} if constrained else set()
+    affinity = _mapping(spec.get("affinity"), "spec.affinity")
+    node_affinity = _mapping(affinity.get("nodeAffinity"), "spec.affinity.nodeAffinity")
+    required = _mapping(
+        node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution"),
+        "requiredDuringSchedulingIgnoredDuringExecution",
+    )
+    terms = _sequence(required.get("nodeSelectorTerms"), "nodeSelectorTerms")
     per_term = []
     for term in terms:
         values: set[str] | None = None
-        for expr in term.get("matchExpressions") or []:
+        term = _mapping(term, "a nodeSelectorTerm")
+        for expr in _sequence(term.get("matchExpressions"), "matchExpressions"):
+            expr = _mapping(expr, "a matchExpression")
             if expr.get("key") == LABEL_NPU_MODEL and expr.get("operator") == "In":
-                vals = set(expr.get("values") or [])
+                vals = {str(v) for v in _sequence(expr.get("values"), "values")}
                 values = vals if values is None else values & vals
         per_term.append(values)
     # Terms are ORed: a term without a model constraint lets any model through.
     if per_term and all(v is not None for v in per_term):
         union = set().union(*per_term)  # type: ignore[arg-type]
-        models = models & union if models else union
+        models = models & union if constrained else union
+        constrained = True
+    if constrained and not models:
+        # Empty means "any model" to the engine; a pod that allows none must not get any.
+        raise ObjectError(
+            f"{LABEL_NPU_MODEL}: nodeSelector and required node affinity allow no model at all"
+        )
     return frozenset(models)
 
 
 def request_from_pod(obj: Mapping[str, Any]) -> Request:
     """A model Request from a Kubernetes Pod (whole NPUs, or a share with optional memory)."""
-    meta = obj.get("metadata") or {}
-    name = meta.get("name")
-    if not name:
-        raise ObjectError("Pod without metadata.name")
-    spec = obj.get("spec") or {}
+    meta = _mapping(obj.get("metadata"), "Pod metadata")
+    name = _name(meta, "Pod")
     ns = meta.get("namespace")
     key = f"{ns}/{name}" if ns else name
-    t = _effective(key, spec.get("containers") or [], spec.get("initContainers") or [])
+    spec = _mapping(obj.get("spec"), f"pod {key}: spec")
+    containers = [
+        _mapping(c, f"pod {key}: a container")
+        for field in ("containers", "initContainers")
+        for c in _sequence(spec.get(field), f"pod {key}: spec.{field}")
+    ]
+    n_main = len(_sequence(spec.get("containers"), "containers"))
+    t = _effective(key, containers[:n_main], containers[n_main:])
     core = t[RESOURCE_NPU_CORE]
     if t[RESOURCE_NPU] and core:
         raise ObjectError(
@@ -157,5 +212,7 @@ def request_from_pod(obj: Mapping[str, Any]) -> Request:
             share_memory_mib=t[RESOURCE_NPU_MEM] * 1024,
             models=allowed_models(spec),
         )
+    except ObjectError as exc:
+        raise ObjectError(f"pod {key}: {exc}") from None
     except InputError as exc:
         raise ObjectError(str(exc)) from None

@@ -26,21 +26,34 @@ def _objects(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         raise InputError(f"cannot read file: {exc}", source=source) from None
     try:
         docs = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        objs = [
+            (doc, yaml.SafeLoader("").construct_document(doc)) for doc in docs if doc is not None
+        ]
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
         raise InputError(f"invalid YAML: {problem}", source=source, line=line) from None
-    for doc in docs:
-        if doc is None:
-            continue
+    for doc, obj in objs:
         line = doc.start_mark.line + 1
-        obj = yaml.SafeLoader("").construct_document(doc)
         if not isinstance(obj, dict):
             raise InputError("a document is not a Kubernetes object", source=source, line=line)
-        if obj.get("kind") == "List" or (obj.get("kind") or "").endswith("List"):
-            for item_node, item in zip(_items_nodes(doc), obj.get("items") or [], strict=False):
-                yield item_node.start_mark.line + 1, item
+        kind = obj.get("kind")
+        if kind is not None and not isinstance(kind, str):
+            raise InputError(f"kind must be a string, not {kind!r}", source=source, line=line)
+        if kind and kind.endswith("List"):
+            items = obj.get("items") or []
+            if not isinstance(items, list):
+                raise InputError(f"{kind}: items must be a list", source=source, line=line)
+            for item_node, item in zip(_items_nodes(doc), items, strict=False):
+                item_line = item_node.start_mark.line + 1
+                if not isinstance(item, dict):
+                    raise InputError(
+                        f"an item of the {kind} is not a Kubernetes object",
+                        source=source,
+                        line=item_line,
+                    )
+                yield item_line, item
         else:
             yield line, obj
 
@@ -56,16 +69,28 @@ def read_yaml(path: Path) -> tuple[list[Node], list[Request]]:
     """Nodes and pod requests found in a Kubernetes YAML file (other kinds are skipped)."""
     nodes: list[Node] = []
     pods: list[Request] = []
+    seen: dict[tuple[str, str], int] = {}
     for line, obj in _objects(path):
         kind = obj.get("kind")
         try:
             if kind == "Node":
                 nodes.append(node_from_object(obj))
+                name = nodes[-1].name
             elif kind == "Pod":
                 pods.append(request_from_pod(obj))
+                name = pods[-1].name
+            else:
+                continue
         except (ObjectError, InputError) as exc:
             problem = exc.problem if isinstance(exc, InputError) else str(exc)
             raise InputError(problem, source=str(path), line=line) from None
+        first = seen.setdefault((kind, name), line)
+        if first != line:
+            raise InputError(
+                f"{kind} {name!r} appears twice (first at line {first})",
+                source=str(path),
+                line=line,
+            )
     return nodes, pods
 
 
