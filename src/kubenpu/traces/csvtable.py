@@ -8,6 +8,9 @@ from pathlib import Path
 
 from kubenpu.errors import InputError
 
+#: Largest count accepted: exact as a float and safe in the engine's int64 arrays.
+MAX_COUNT = 2**53
+
 
 class Row:
     """One CSV data row; getters raise ``InputError`` pointing at the exact cell."""
@@ -36,6 +39,8 @@ class Row:
             raise self.error(f"column {column!r}: {raw!r} is not a whole number")
         if value < 0:
             raise self.error(f"column {column!r}: {raw!r} is negative")
+        if value > MAX_COUNT:
+            raise self.error(f"column {column!r}: {raw!r} is too large")
         return int(value)
 
 
@@ -43,7 +48,8 @@ def read_rows(path: Path, required: tuple[str, ...]) -> Iterator[Row]:
     """Yield the data rows of ``path``, after checking that every required column exists."""
     source = str(path)
     try:
-        handle = path.open(newline="", encoding="utf-8")
+        # utf-8-sig: spreadsheet exports often start with a byte-order mark.
+        handle = path.open(newline="", encoding="utf-8-sig")
     except OSError as exc:
         raise InputError(f"cannot read file: {exc.strerror or exc}", source=source) from None
     with handle:

@@ -7,7 +7,7 @@ from pathlib import Path
 from kubenpu.errors import InputError
 from kubenpu.model import Device, Node, Request
 from kubenpu.names import LABEL_NPU_MODEL, MILLI_PER_DEVICE
-from kubenpu.traces.csvtable import read_rows
+from kubenpu.traces.csvtable import Row, read_rows
 
 NODE_COLUMNS = ("sn", "cpu_milli", "memory_mib", "gpu", "model")
 POD_COLUMNS = ("name", "cpu_milli", "memory_mib", "num_gpu", "gpu_milli")
@@ -17,13 +17,21 @@ POD_SPEC_COLUMN = "gpu_spec"
 MAX_DEVICES_PER_POD = 8
 
 
+def _unique(seen: dict[str, int], name: str, row: Row, what: str) -> None:
+    first = seen.setdefault(name, row.line)
+    if first != row.line:
+        raise row.error(f"{what} {name!r} appears twice (first at line {first})")
+
+
 def read_nodes(path: Path) -> list[Node]:
     """Nodes of an openb node list; each device gets id ``<node>-npu<i>``."""
     nodes = []
+    seen: dict[str, int] = {}
     for row in read_rows(path, NODE_COLUMNS):
         name = row.text("sn")
         if not name:
             raise row.error("column 'sn': empty node name")
+        _unique(seen, name, row, "node")
         model = row.text("model")
         count = row.count("gpu")
         devices = tuple(Device(id=f"{name}-npu{i}", index=i, model=model) for i in range(count))
@@ -41,10 +49,12 @@ def read_pods(path: Path) -> list[Request]:
     ``num_gpu`` is 1 and ``gpu_milli`` is below 1000, no device when ``num_gpu`` is 0.
     """
     pods = []
+    seen: dict[str, int] = {}
     for row in read_rows(path, POD_COLUMNS):
         name = row.text("name")
         if not name:
             raise row.error("column 'name': empty pod name")
+        _unique(seen, name, row, "pod")
         num, milli = row.count("num_gpu"), row.count("gpu_milli")
         if num > MAX_DEVICES_PER_POD:
             raise row.error(
