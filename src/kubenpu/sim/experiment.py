@@ -58,19 +58,23 @@ def inflate(
 ) -> list[Request]:
     """All of ``pods``, then random copies while total device request <= tune x capacity.
 
-    Copies get a ``-c<k>`` suffix so every pod name stays unique.
+    Copies get a ``-c<k>`` suffix so every pod name stays unique (a ``k`` whose name an
+    original pod already has is skipped).
     """
     out = list(pods)
     limit = tune * capacity_milli
     total = sum(p.device_milli for p in out)
     if not any(p.device_milli for p in pods):
         return out  # nothing to inflate by: the loop would never end
+    originals = {p.name for p in pods}
     k = 0
     while True:
         pod = pods[int(rng.integers(len(pods)))]
         if total + pod.device_milli > limit:
             return out
         total += pod.device_milli
+        while f"{pod.name}-c{k}" in originals:
+            k += 1
         out.append(replace(pod, name=f"{pod.name}-c{k}"))
         k += 1
 
