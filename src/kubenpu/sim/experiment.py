@@ -22,6 +22,7 @@ from kubenpu.engine.framework import Engine, Profile
 from kubenpu.engine.state import FULL, ClusterState
 from kubenpu.errors import InputError
 from kubenpu.model import Node, Request
+from kubenpu.sim.explain import explain as causes
 
 
 @dataclass(frozen=True)
@@ -36,8 +37,8 @@ class RunResult:
     final_allocation_pct: float
     unscheduled_pods: int
     elapsed_s: float
-    #: The final cluster state, for reports such as ``--explain``.
-    state: ClusterState | None = None
+    #: Unallocated device compute (milli) by cause at the end (see ``sim.explain``).
+    explain: dict[str, int] | None = None
 
     def as_json(self) -> dict:
         """The JSON form documented for ``kubenpu simulate --format json``."""
@@ -50,20 +51,36 @@ class RunResult:
             "final_allocation_pct": self.final_allocation_pct,
             "unscheduled_pods": self.unscheduled_pods,
             "elapsed_s": round(self.elapsed_s, 3),
-        }
+        } | ({"explain_pct": self.explain_pct()} if self.explain is not None else {})
+
+    def explain_pct(self) -> dict[str, float]:
+        """``explain`` as percent of total device capacity."""
+        capacity = self.total_devices * FULL
+        return {k: round(100 * v / capacity, 4) for k, v in (self.explain or {}).items()}
 
 
 def inflate(
     pods: Sequence[Request], capacity_milli: int, tune: float, rng: np.random.Generator
 ) -> list[Request]:
-    """All of ``pods``, then random copies while total device request <= tune x capacity.
+    """The workload resized to ``tune`` x capacity of device requests.
 
-    Copies get a ``-c<k>`` suffix so every pod name stays unique (a ``k`` whose name an
-    original pod already has is skipped).
+    Usually that means all of ``pods`` plus random copies while the total device request
+    stays within the limit. Copies get a ``-c<k>`` suffix so every pod name stays unique
+    (a ``k`` whose name an original pod already has is skipped). A workload already over
+    the limit is instead thinned: NPU pods drawn at random are dropped until it fits.
     """
     out = list(pods)
     limit = tune * capacity_milli
     total = sum(p.device_milli for p in out)
+    if total > limit:
+        keep = np.ones(len(out), dtype=bool)
+        for i in rng.permutation(len(out)):
+            if total <= limit:
+                break
+            if out[i].device_milli:
+                keep[i] = False
+                total -= out[i].device_milli
+        return [p for p, k in zip(out, keep, strict=True) if k]
     if not any(p.device_milli for p in pods):
         return out  # nothing to inflate by: the loop would never end
     originals = {p.name for p in pods}
@@ -87,6 +104,7 @@ def replay(
     seed: int,
     tune: float,
     progress: Callable[[int, int], None] | None = None,
+    explain: bool = False,
 ) -> RunResult:
     """Run the experiment once; ``make_profile`` builds the policy for the fresh cluster."""
     started = time.perf_counter()
@@ -104,12 +122,12 @@ def replay(
     curve: list[float] = []
     arrived = 0
     allocated = 0
-    unscheduled = 0
+    turned_away: list[Request] = []
     for n, i in enumerate(order):
         req = workload[i]
         decision = engine.place(req)
         if decision.placement is None:
-            unscheduled += 1
+            turned_away.append(req)
         else:
             allocated += req.device_milli
         arrived += req.device_milli
@@ -128,7 +146,7 @@ def replay(
         total_devices=state.total_devices,
         allocation_curve=curve,
         final_allocation_pct=curve[-1],
-        unscheduled_pods=unscheduled,
+        unscheduled_pods=len(turned_away),
         elapsed_s=time.perf_counter() - started,
-        state=state,
+        explain=causes(state, turned_away) if explain else None,
     )
