@@ -15,6 +15,7 @@ from kubenpu.engine import policies
 from kubenpu.errors import InputError, KubeNpuError
 from kubenpu.model import Node, Request
 from kubenpu.sim.experiment import RunResult, replay
+from kubenpu.sim.explain import CAUSES
 from kubenpu.traces import openb, synthetic
 from kubenpu.traces.kubeyaml import is_yaml, read_yaml
 
@@ -100,6 +101,9 @@ def simulate(
     fmt: str = typer.Option("table", "--format", help="table or json."),
     plot: Path | None = typer.Option(None, "--plot", help="Write allocation curves to this PNG."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    explain: bool = typer.Option(
+        False, "--explain", help="Also show where unallocated NPU capacity sits, and why."
+    ),
 ) -> None:
     """Replay a cluster trace through the placement engine and report allocation."""
     try:
@@ -113,7 +117,13 @@ def simulate(
         seed_list = parse_seeds(seeds)
         nodes, pods, label = load(nodes_file, pods_file)
         results = _run_all(
-            nodes, pods, specs, seed_list, tune, show=not quiet and sys.stderr.isatty()
+            nodes,
+            pods,
+            specs,
+            seed_list,
+            tune,
+            show=not quiet and sys.stderr.isatty(),
+            explain=explain,
         )
         if plot is not None:
             from kubenpu.sim.plot import plot_curves
@@ -127,9 +137,11 @@ def simulate(
         typer.echo(json.dumps({"runs": [r.as_json() for r in results]}))
     else:
         _print_table(results, label, tune)
+        if explain:
+            _print_explain(results)
 
 
-def _run_all(nodes, pods, specs, seeds, tune, show: bool) -> list[RunResult]:
+def _run_all(nodes, pods, specs, seeds, tune, show: bool, explain: bool) -> list[RunResult]:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     results = []
@@ -151,7 +163,11 @@ def _run_all(nodes, pods, specs, seeds, tune, show: bool) -> list[RunResult]:
                         bar.update(task, completed=done, total=total)
 
                 factory = policies.factory(spec)
-                results.append(replay(nodes, pods, factory, seed=seed, tune=tune, progress=tick))
+                results.append(
+                    replay(
+                        nodes, pods, factory, seed=seed, tune=tune, progress=tick, explain=explain
+                    )
+                )
                 bar.remove_task(task)
     return results
 
@@ -179,3 +195,22 @@ def _print_table(results: list[RunResult], label: str, tune: float) -> None:
     devices = results[0].total_devices if results else 0
     Console().print(table)
     Console().print(f"{devices} NPUs; allocation = NPU compute held by pods / total NPU compute.")
+
+
+def _print_explain(results: list[RunResult]) -> None:
+    """Mean unallocated capacity per cause (rows) and policy (columns), in percent."""
+    by_policy: dict[str, list[dict[str, float]]] = {}
+    for r in results:
+        by_policy.setdefault(r.policy, []).append(r.explain_pct())
+    table = Table(title="Unallocated NPU capacity by cause (% of all NPU compute, mean over seeds)")
+    table.add_column("cause")
+    for name in by_policy:
+        table.add_column(name, justify="right")
+    means = {
+        name: {c: statistics.mean(run[c] for run in runs) for c in CAUSES}
+        for name, runs in by_policy.items()
+    }
+    for cause in CAUSES:
+        table.add_row(cause, *(f"{means[name][cause]:.2f}" for name in by_policy))
+    table.add_row("total", *(f"{sum(means[name].values()):.2f}" for name in by_policy))
+    Console().print(table)
