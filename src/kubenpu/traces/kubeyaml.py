@@ -35,6 +35,8 @@ def _objects(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         problem = getattr(exc, "problem", None) or str(exc)
         raise InputError(f"invalid YAML: {problem}", source=source, line=line) from None
     for doc, obj in objs:
+        if obj is None:
+            continue  # an empty document, e.g. between two "---" lines
         line = doc.start_mark.line + 1
         if not isinstance(obj, dict):
             raise InputError("a document is not a Kubernetes object", source=source, line=line)
