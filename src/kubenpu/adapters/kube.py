@@ -80,7 +80,10 @@ def _name(meta: Mapping[str, Any], kind: str) -> str:
 
 
 def node_from_object(obj: Mapping[str, Any]) -> Node:
-    """A model Node from a Kubernetes Node: allocatable (else capacity) CPU, memory, NPUs."""
+    """A model Node from a Kubernetes Node: allocatable (else capacity) CPU, memory, NPUs.
+
+    ``aliyun.com/npu-mem`` (GiB, for the whole node) is shared evenly by its devices.
+    """
     meta = _mapping(obj.get("metadata"), "Node metadata")
     name = _name(meta, "Node")
     status = _mapping(obj.get("status"), f"node {name}: status")
@@ -94,7 +97,14 @@ def node_from_object(obj: Mapping[str, Any]) -> Node:
     }
     model = labels.get(LABEL_NPU_MODEL, "")
     npus = _whole(amounts.get(RESOURCE_NPU, 0), f"node {name}: {RESOURCE_NPU}")
-    devices = tuple(Device(id=f"{name}-npu{i}", index=i, model=model) for i in range(npus))
+    # The device plugin advertises NPU memory as one unit per GiB for the whole node;
+    # split it evenly over the devices (absent: no NPU memory, as the scheduler sees it).
+    mem_gib = _whole(amounts.get(RESOURCE_NPU_MEM, 0), f"node {name}: {RESOURCE_NPU_MEM}")
+    per_device_mib = mem_gib * 1024 // npus if npus else 0
+    devices = tuple(
+        Device(id=f"{name}-npu{i}", index=i, model=model, memory_mib=per_device_mib)
+        for i in range(npus)
+    )
     return Node(
         name=name,
         cpu_milli=_quantity(cpu_milli, amounts.get("cpu", 0), f"node {name}: cpu"),
