@@ -34,6 +34,10 @@ def cluster() -> Iterator[Cluster]:
 def clean(cluster: Cluster) -> Iterator[Cluster]:
     """The cluster, left as it was found: no pods, every device healthy, every NPU free."""
     yield cluster
+    # A test that failed half-way may have left a node's plugin or agent stopped.
+    for status in cluster.dev.status():
+        if not status.running:
+            cluster.dev.start_process(status.name)
     for node in cluster.dev.npu_nodes:
         for marker in node.health_dir.glob("unhealthy-*"):
             marker.unlink()
