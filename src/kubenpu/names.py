@@ -22,6 +22,8 @@ REFERENCE_INSTANCE_TYPE: Final = "ecs.ebman1.26xlarge"
 #: Device model advertised by the reference instance type.
 REFERENCE_NPU_MODEL: Final = "hanguang-800"
 
+#: Most NPUs one node may carry; a larger count in input is a typo, not hardware.
+MAX_DEVICES_PER_NODE: Final = 64
 #: Units of ``aliyun.com/npu-core`` per device (percent).
 CORE_UNITS_PER_DEVICE: Final = 100
 #: Internal compute unit: one device holds 1000 milli (the openb trace's unit).

@@ -121,6 +121,7 @@ def test_node_numeric_label_value_is_text():
         (node(capacity={"cpu": float("inf")}), "finite"),
         (node(capacity={RESOURCE_NPU: float("nan")}), "finite"),
         (node(capacity={"cpu": "9E"}), "too large"),
+        (node(capacity={RESOURCE_NPU: "1e9"}), "at most 64"),
     ],
 )
 def test_node_errors(obj, match):

@@ -79,6 +79,7 @@ def test_byte_order_mark_is_ignored(tmp_path):
         (",1,1,1,T4", 3, "empty node name"),
         ("a,1e30,1,1,T4", 3, "too large"),
         ("ok,1,1,1,T4", 3, "node 'ok' appears twice (first at line 2)"),
+        ("a,1,1,1000000000,T4", 3, "column 'gpu': 1000000000 devices on one node (at most 64)"),
     ],
 )
 def test_node_errors_name_file_and_line(tmp_path, row, line, match):

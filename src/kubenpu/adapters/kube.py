@@ -15,6 +15,7 @@ from kubenpu.model import Device, Node, Request
 from kubenpu.names import (
     CORE_UNITS_PER_DEVICE,
     LABEL_NPU_MODEL,
+    MAX_DEVICES_PER_NODE,
     MILLI_PER_DEVICE,
     RESOURCE_NPU,
     RESOURCE_NPU_CORE,
@@ -97,6 +98,8 @@ def node_from_object(obj: Mapping[str, Any]) -> Node:
     }
     model = labels.get(LABEL_NPU_MODEL, "")
     npus = _whole(amounts.get(RESOURCE_NPU, 0), f"node {name}: {RESOURCE_NPU}")
+    if npus > MAX_DEVICES_PER_NODE:
+        raise ObjectError(f"node {name}: {RESOURCE_NPU} is {npus}, at most {MAX_DEVICES_PER_NODE}")
     # The device plugin advertises NPU memory as one unit per GiB for the whole node;
     # split it evenly over the devices (absent: no NPU memory, as the scheduler sees it).
     mem_gib = _whole(amounts.get(RESOURCE_NPU_MEM, 0), f"node {name}: {RESOURCE_NPU_MEM}")

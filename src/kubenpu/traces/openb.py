@@ -6,7 +6,7 @@ from pathlib import Path
 
 from kubenpu.errors import InputError
 from kubenpu.model import Device, Node, Request
-from kubenpu.names import LABEL_NPU_MODEL, MILLI_PER_DEVICE
+from kubenpu.names import LABEL_NPU_MODEL, MAX_DEVICES_PER_NODE, MILLI_PER_DEVICE
 from kubenpu.traces.csvtable import Row, read_rows
 
 NODE_COLUMNS = ("sn", "cpu_milli", "memory_mib", "gpu", "model")
@@ -34,6 +34,10 @@ def read_nodes(path: Path) -> list[Node]:
         _unique(seen, name, row, "node")
         model = row.text("model")
         count = row.count("gpu")
+        if count > MAX_DEVICES_PER_NODE:
+            raise row.error(
+                f"column 'gpu': {count} devices on one node (at most {MAX_DEVICES_PER_NODE})"
+            )
         devices = tuple(Device(id=f"{name}-npu{i}", index=i, model=model) for i in range(count))
         labels = {LABEL_NPU_MODEL: model} if model and count else {}
         nodes.append(Node(name, row.count("cpu_milli"), row.count("memory_mib"), devices, labels))
