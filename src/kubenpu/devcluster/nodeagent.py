@@ -209,6 +209,8 @@ class NodeAgent:
             log.info("restored %d pod(s) from %s", len(self._pods), self.checkpoint_path)
 
     def _save_checkpoint(self) -> None:
+        # Under the lock as a whole: the pod worker and the ListAndWatch threads both save,
+        # and must not interleave on the temporary file.
         with self._lock:
             data = {
                 "node": self.config.node,
@@ -221,9 +223,9 @@ class NodeAgent:
                     for resource, devices in sorted(self._devices.items())
                 },
             }
-        tmp = self.checkpoint_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, self.checkpoint_path)
+            tmp = self.checkpoint_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(data, indent=2) + "\n")
+            os.replace(tmp, self.checkpoint_path)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -256,10 +258,8 @@ class NodeAgent:
         while not self.stop_event.is_set():
             try:
                 return action()
-            except (ApiException, OSError) as err:
-                log.info("%s failed, retrying: %s", what, getattr(err, "reason", err))
-            except Exception as err:  # urllib3 errors while the API server starts
-                log.info("%s failed, retrying: %s", what, err)
+            except Exception as err:  # API errors, or urllib3's while the API server starts
+                log.info("%s failed, retrying: %s", what, getattr(err, "reason", None) or err)
             self.stop_event.wait(delay)
             delay = min(delay * 2, 2.0)
         return None
