@@ -61,8 +61,8 @@ def test_service_account_keys_are_a_pair() -> None:
 
 
 def test_secrets_are_written_owner_only(tmp_path, ca: pki.CertificateAuthority) -> None:
-    key = tmp_path / "pki" / "ca.key"
-    pki.write_secret(key, ca.key_pair.key_pem)
+    key = tmp_path / "pki" / "admin.key"
+    pki.write_secret(key, ca.issue("admin", client=True).key_pem)
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert stat.S_IMODE(key.parent.stat().st_mode) == 0o700
     pki.write_secret(key, b"again")  # replacing keeps the mode

@@ -276,11 +276,6 @@ class DevCluster:
         self.processes[name] = processes.spawn(name, old.argv, Path(old.log))
         self.save()
 
-    def restart_process(self, name: str, *, kill: bool = True) -> None:
-        """Kill (or stop) one process and start it again."""
-        self.stop_process(name, kill=kill)
-        self.start_process(name)
-
     def down(self) -> list[str]:
         """Stop every process, remove the state directory; return the names killed hard.
 

@@ -97,11 +97,6 @@ class CertificateAuthority:
         """The CA certificate, PEM-encoded (what clients and servers trust)."""
         return self._issuer.cert.public_bytes(serialization.Encoding.PEM)
 
-    @property
-    def key_pair(self) -> KeyPair:
-        """The CA certificate and key."""
-        return KeyPair(self.cert_pem, _key_pem(self._issuer.key))
-
     def issue(
         self,
         common_name: str,
