@@ -38,6 +38,10 @@ if [[ "$have_all" == 1 ]]; then
     exit 0
 fi
 
+# Go's own installer puts it in /usr/local/go, which only login shells tend to have on PATH.
+if ! command -v go >/dev/null 2>&1 && [[ -x /usr/local/go/bin/go ]]; then
+    PATH="/usr/local/go/bin:$PATH"
+fi
 if ! command -v go >/dev/null 2>&1; then
     echo "build-control-plane: 'go' is not on PATH; install Go 1.23 or newer" >&2
     exit 1
