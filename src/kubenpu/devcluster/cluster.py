@@ -282,9 +282,8 @@ class DevCluster:
         Node agents and plugins go first, then the scheduler, the API server and etcd, so
         nothing is left writing to a store that is going away.
         """
-        order = sorted(self.processes.values(), key=lambda r: _STOP_ORDER.get(r.name, -1))
         killed: list[str] = []
-        for tier in _tiers(order):
+        for tier in _tiers(self.processes.values()):
             killed += processes.stop(tier)
         leftover = [p for p in _ports(self.ports) if processes.port_in_use(p)]
         if self.user_kubeconfig is not None and _same_file(
@@ -303,7 +302,10 @@ class DevCluster:
 _STOP_ORDER = {"kube-scheduler": -2, "kube-apiserver": -3, "etcd": -4}
 
 
-def _tiers(records: list[processes.ProcessRecord]) -> Iterable[list[processes.ProcessRecord]]:
+def _tiers(
+    records: Iterable[processes.ProcessRecord],
+) -> Iterable[list[processes.ProcessRecord]]:
+    """The records grouped by stop order, the group to stop first first."""
     by_rank: dict[int, list[processes.ProcessRecord]] = {}
     for record in records:
         by_rank.setdefault(_STOP_ORDER.get(record.name, -1), []).append(record)
