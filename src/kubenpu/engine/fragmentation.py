@@ -32,6 +32,8 @@ class TaskMix:
     count: np.ndarray  # [K] devices needed (1 for shares)
     models: tuple[frozenset[str], ...]  # [K] allowed models (empty: any)
     prob: np.ndarray  # [K], sums to 1
+    #: [K] mean host memory of the pods of each shape (not part of the shape: FGD ignores it).
+    memory_mib: np.ndarray
 
     @property
     def size(self) -> int:
@@ -55,6 +57,9 @@ def task_mix(pods: Sequence[Request], coverage: float = 0.95) -> TaskMix:
     the FGD paper. Ties in popularity go to the larger shape so the result is deterministic.
     """
     counts = Counter(shape_of(p) for p in pods)
+    memory: Counter = Counter()
+    for p in pods:
+        memory[shape_of(p)] += p.memory_mib
     ranked = sorted(
         counts.items(),
         key=lambda kv: (kv[1], kv[0][0], kv[0][1], kv[0][2], "|".join(sorted(kv[0][3]))),
@@ -73,6 +78,7 @@ def task_mix(pods: Sequence[Request], coverage: float = 0.95) -> TaskMix:
         count=np.array([s[2] for s, _ in kept], dtype=np.int64),
         models=tuple(s[3] for s, _ in kept),
         prob=weights / weights.sum() if weights.size else weights,
+        memory_mib=np.array([memory[s] / n for s, n in kept], dtype=np.float64),
     )
 
 
@@ -116,6 +122,7 @@ class Fragmentation:
             self.frag_fit[:, rows],
             self.fitting[:, rows],
             s.cpu_free[rows],
+            s.mem_free[rows],
             s.free_total[rows],
         )
 
@@ -125,11 +132,13 @@ class Fragmentation:
         frag_fit: np.ndarray,
         fitting: np.ndarray,
         cpu_free: np.ndarray,
+        mem_free: np.ndarray,
         free_total: np.ndarray,
     ) -> np.ndarray:
         """Expected fragmentation of ``nodes`` [P] in the given (possibly hypothetical) state.
 
-        ``frag_fit`` and ``fitting`` are [K, P]; ``cpu_free`` and ``free_total`` are [P].
+        ``frag_fit`` and ``fitting`` are [K, P]; ``cpu_free``, ``mem_free`` and
+        ``free_total`` are [P]. FGD's measure ignores memory; subclasses may not.
         """
         fits = (
             self.gpu_task[:, None]
@@ -148,6 +157,7 @@ class Fragmentation:
             self.frag_fit[:, nodes],
             self.fitting[:, nodes] - taken,
             s.cpu_free[nodes] - req.cpu_milli,
+            s.mem_free[nodes] - req.memory_mib,
             s.free_total[nodes] - req.device_milli,
         )
 
@@ -165,5 +175,6 @@ class Fragmentation:
             frag,
             fitting,
             s.cpu_free[nodes] - req.cpu_milli,
+            s.mem_free[nodes] - req.memory_mib,
             s.free_total[nodes] - req.share_milli,
         )
