@@ -24,7 +24,9 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/lint-imports
 
-# The e2e tests run against the control plane built here (a no-op once it is cached).
+# The e2e tests run against the control plane built here, the chart tests render with the
+# helm built here (each a no-op once it is cached).
 test: lint
 	bash hack/build-control-plane.sh
+	bash hack/build-helm.sh
 	$(BIN)/pytest

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Builds the official `helm` command from its published Go module (helm.sh/helm/v3), at the
+# version pinned in hack/helm/go.mod, into a cache directory outside the repository. Does
+# nothing when the binary is already there. No prebuilt binary is downloaded: the module
+# proxy serves the source and the local Go toolchain compiles it.
+#
+# Output: ${KUBENPU_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kubenpu}/helm-<version>/bin/helm
+# The last line printed on success is that directory.
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")/helm" && pwd)"
+cd "$here"
+
+# The local toolchain only, never a fetched one; modules from the proxy configured here.
+export GOTOOLCHAIN=local
+export GOFLAGS="-buildvcs=false"
+export CGO_ENABLED=0
+
+helm_version="$(sed -n 's/^require helm\.sh\/helm\/v3 \(v[0-9.]*\)$/\1/p' go.mod)"
+if [[ -z "$helm_version" ]]; then
+    echo "build-helm: no helm.sh/helm/v3 version found in $here/go.mod" >&2
+    exit 1
+fi
+
+cache_root="${KUBENPU_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kubenpu}"
+bin_dir="$cache_root/helm-$helm_version/bin"
+if [[ -x "$bin_dir/helm" ]]; then
+    echo "$bin_dir"
+    exit 0
+fi
+
+# Go's own installer puts it in /usr/local/go, which only login shells tend to have on PATH.
+if ! command -v go >/dev/null 2>&1 && [[ -x /usr/local/go/bin/go ]]; then
+    PATH="/usr/local/go/bin:$PATH"
+fi
+if ! command -v go >/dev/null 2>&1; then
+    echo "build-helm: 'go' is not on PATH; install Go 1.26 or newer" >&2
+    exit 1
+fi
+
+# Stamp what `helm version` reports and the Kubernetes version `helm lint`/`template` assume
+# (Helm's own release build does the same from the client-go module it is built with).
+client_go="$(sed -n 's/^[[:space:]]*k8s\.io\/client-go v0\.\([0-9]*\)\..*$/\1/p' go.mod)"
+ldflags="-s -w"
+ldflags+=" -X helm.sh/helm/v3/internal/version.version=$helm_version"
+ldflags+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+if [[ -n "$client_go" ]]; then
+    for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+        ldflags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$client_go"
+    done
+fi
+
+# Build into a scratch directory next to the target and move the binary in at the end, so an
+# interrupted build never leaves a half-written binary that looks finished.
+mkdir -p "$(dirname "$bin_dir")"
+scratch="$(mktemp -d "$(dirname "$bin_dir")/build.XXXXXX")"
+trap 'rm -rf "$scratch"' EXIT
+
+echo "build-helm: building Helm $helm_version into $bin_dir" >&2
+echo "build-helm: $(go version); this takes a few minutes the first time" >&2
+start=$SECONDS
+go build -trimpath -ldflags="$ldflags" -o "$scratch/helm" helm.sh/helm/v3/cmd/helm
+mkdir -p "$bin_dir"
+mv -f "$scratch/helm" "$bin_dir/helm"
+echo "build-helm: built in $((SECONDS - start)) s" >&2
+echo "$bin_dir"
