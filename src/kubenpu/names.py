@@ -40,6 +40,12 @@ ANNOTATION_SHARES: Final = _ANNOTATION_PREFIX + "shares"
 ANNOTATION_ASSUMED_AT: Final = _ANNOTATION_PREFIX + "assumed-at"
 #: Pod annotation: name of the policy that made the placement.
 ANNOTATION_POLICY: Final = _ANNOTATION_PREFIX + "policy"
+#: Pod label: the node a placement was made for (the annotation, selectable, so a binder
+#: can list every placement on one node with a label selector).
+LABEL_PLACED_NODE: Final = _ANNOTATION_PREFIX + "node"
+#: Node annotation written by the device plugin: JSON list of the node's devices
+#: (id, index, model, memory_mib, group, healthy), updated on every health change.
+ANNOTATION_DEVICE_INVENTORY: Final = _ANNOTATION_PREFIX + "device-inventory"
 
 #: Environment variable listing the device indices visible to a container.
 ENV_VISIBLE_DEVICES: Final = "NPU_VISIBLE_DEVICES"
@@ -52,3 +58,18 @@ ENV_MEM_LIMIT_GIB: Final = "NPU_MEM_LIMIT_GIB"
 ENV_NODE_NAME: Final = "NODE_NAME"
 #: Prefix of the device plugin's settings in the environment, e.g. KUBENPU_DP_BACKEND.
 ENV_DEVICE_PLUGIN_PREFIX: Final = "KUBENPU_DP_"
+
+#: Node taint key an operator may put on NPU nodes (effect ``NoSchedule``) to keep pods that
+#: ask for no NPU off them; the admission webhook adds the matching toleration to NPU pods.
+TAINT_NPU: Final = "aliyun.com/npu"
+#: Effect of :data:`TAINT_NPU` that the webhook's toleration matches.
+TAINT_NPU_EFFECT: Final = "NoSchedule"
+
+#: Namespace annotation: the registry server (``host[:port]``) of the namespace's NPU images.
+ANNOTATION_NPU_REGISTRY: Final = _ANNOTATION_PREFIX + "npu-registry"
+#: Namespace annotation: the docker-registry Secret the webhook adds to NPU pods pulling from
+#: :data:`ANNOTATION_NPU_REGISTRY` that name no ``imagePullSecrets`` themselves.
+ANNOTATION_NPU_REGISTRY_SECRET: Final = _ANNOTATION_PREFIX + "npu-registry-secret"
+#: Namespace or pod label; the value ``disabled`` keeps the admission webhook away (its
+#: webhook configurations select on it).
+LABEL_ADMISSION: Final = _ANNOTATION_PREFIX + "admission"
