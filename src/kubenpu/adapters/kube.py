@@ -6,15 +6,23 @@ Kubernetes objects; the simulator's YAML reader, the extender and the tools all 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from kubenpu.adapters.quantity import cpu_milli, mebibytes, parse_quantity
 from kubenpu.errors import InputError
-from kubenpu.model import Device, Node, Request
+from kubenpu.model import Device, Node, Placement, Request
 from kubenpu.names import (
+    ANNOTATION_ASSUMED_AT,
+    ANNOTATION_DEVICE_INVENTORY,
+    ANNOTATION_DEVICES,
+    ANNOTATION_NODE,
+    ANNOTATION_POLICY,
+    ANNOTATION_SHARES,
     CORE_UNITS_PER_DEVICE,
     LABEL_NPU_MODEL,
+    LABEL_PLACED_NODE,
     MAX_DEVICES_PER_NODE,
     MILLI_PER_DEVICE,
     RESOURCE_NPU,
@@ -80,10 +88,70 @@ def _name(meta: Mapping[str, Any], kind: str) -> str:
     return name
 
 
+#: Longest device id a device plugin may advertise (the kubelet's limit).
+_MAX_DEVICE_ID = 63
+
+
+def device_inventory_annotation(devices: Iterable[Device]) -> str:
+    """The value of a Node's ``kubenpu.io/device-inventory`` annotation for ``devices``.
+
+    Compact JSON, one object per device in index order, so that an unchanged inventory
+    gives the same text (the device plugin skips patches that would change nothing).
+    """
+    entries = [
+        {
+            "id": d.id,
+            "index": d.index,
+            "model": d.model,
+            "memory_mib": d.memory_mib,
+            "group": d.group,
+            "healthy": d.healthy,
+        }
+        for d in sorted(devices, key=lambda d: d.index)
+    ]
+    return json.dumps(entries, separators=(",", ":"))
+
+
+def devices_from_inventory(text: str, node: str) -> list[Device]:
+    """Devices from a ``kubenpu.io/device-inventory`` annotation; ``ObjectError`` if malformed."""
+    what = f"node {node}: annotation {ANNOTATION_DEVICE_INVENTORY}"
+    try:
+        entries = json.loads(text)
+    except ValueError as exc:
+        raise ObjectError(f"{what}: not JSON: {exc}") from None
+    entries = _sequence(entries, what)
+    if len(entries) > MAX_DEVICES_PER_NODE:
+        raise ObjectError(f"{what}: {len(entries)} devices, at most {MAX_DEVICES_PER_NODE}")
+    devices = []
+    for n, raw in enumerate(entries):
+        entry = _mapping(raw, f"{what}: entry {n}")
+        dev_id, index = entry.get("id"), entry.get("index")
+        memory, group = entry.get("memory_mib", 0), entry.get("group", 0)
+        if not isinstance(dev_id, str) or not 0 < len(dev_id) <= _MAX_DEVICE_ID:
+            raise ObjectError(f"{what}: entry {n}: id must be a string of 1..63 characters")
+        for key, value in (("index", index), ("memory_mib", memory), ("group", group)):
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**31:
+                raise ObjectError(f"{what}: entry {n} ({dev_id}): {key} must be an integer >= 0")
+        healthy = entry.get("healthy", True)
+        if not isinstance(healthy, bool):
+            raise ObjectError(f"{what}: entry {n} ({dev_id}): healthy must be true or false")
+        model = entry.get("model", "")
+        devices.append(Device(dev_id, index, str(model), memory, healthy, group))
+    if len({d.id for d in devices}) != len(devices):
+        raise ObjectError(f"{what}: duplicate device ids")
+    return sorted(devices, key=lambda d: d.index)
+
+
 def node_from_object(obj: Mapping[str, Any]) -> Node:
     """A model Node from a Kubernetes Node: allocatable (else capacity) CPU, memory, NPUs.
 
-    ``aliyun.com/npu-mem`` (GiB, for the whole node) is shared evenly by its devices.
+    The devices come from the device plugin's ``kubenpu.io/device-inventory`` annotation
+    (real ids, groups, health) when the Node has one. Without it they are synthesized:
+    ``<node>-npu<i>`` for as many as ``aliyun.com/npu`` counts, all in group 0 and healthy;
+    placements on such ids cannot be matched by the device plugin, so the extender only
+    relies on them for counting. ``aliyun.com/npu-mem`` (GiB, for the whole node) is shared
+    evenly by the synthesized devices; with an inventory each device has its own memory,
+    counted only when the Node advertises ``aliyun.com/npu-mem`` at all.
     """
     meta = _mapping(obj.get("metadata"), "Node metadata")
     name = _name(meta, "Node")
@@ -103,11 +171,26 @@ def node_from_object(obj: Mapping[str, Any]) -> Node:
     # The device plugin advertises NPU memory as one unit per GiB for the whole node;
     # split it evenly over the devices (absent: no NPU memory, as the scheduler sees it).
     mem_gib = _whole(amounts.get(RESOURCE_NPU_MEM, 0), f"node {name}: {RESOURCE_NPU_MEM}")
-    per_device_mib = mem_gib * 1024 // npus if npus else 0
-    devices = tuple(
-        Device(id=f"{name}-npu{i}", index=i, model=model, memory_mib=per_device_mib)
-        for i in range(npus)
-    )
+    annotations = _mapping(meta.get("annotations"), f"node {name}: metadata.annotations")
+    inventory = annotations.get(ANNOTATION_DEVICE_INVENTORY)
+    if inventory:
+        devices = tuple(
+            Device(
+                d.id,
+                d.index,
+                model or d.model,
+                d.memory_mib if mem_gib else 0,
+                d.healthy,
+                d.group,
+            )
+            for d in devices_from_inventory(str(inventory), name)
+        )
+    else:
+        per_device_mib = mem_gib * 1024 // npus if npus else 0
+        devices = tuple(
+            Device(id=f"{name}-npu{i}", index=i, model=model, memory_mib=per_device_mib)
+            for i in range(npus)
+        )
     return Node(
         name=name,
         cpu_milli=_quantity(cpu_milli, amounts.get("cpu", 0), f"node {name}: cpu"),
@@ -229,3 +312,94 @@ def request_from_pod(obj: Mapping[str, Any]) -> Request:
         raise ObjectError(f"pod {key}: {exc}") from None
     except InputError as exc:
         raise ObjectError(str(exc)) from None
+
+
+def pod_key(obj: Mapping[str, Any]) -> str:
+    """``namespace/name`` of a Pod (the name ``request_from_pod`` gives its Request)."""
+    meta = _mapping(obj.get("metadata"), "Pod metadata")
+    name = _name(meta, "Pod")
+    ns = meta.get("namespace")
+    return f"{ns}/{name}" if ns else name
+
+
+def placement_from_pod(obj: Mapping[str, Any]) -> Placement | None:
+    """The placement recorded on a Pod's annotations, or None when it has none.
+
+    Device entries are kept as written (ids, or indices from older writers); the caller
+    resolves them against the node's devices. Malformed records are an ``ObjectError``.
+    """
+    key = pod_key(obj)
+    meta = _mapping(obj.get("metadata"), "Pod metadata")
+    annotations = _mapping(meta.get("annotations"), f"pod {key}: metadata.annotations")
+    node = annotations.get(ANNOTATION_NODE)
+    if not node:
+        return None
+    devices = str(annotations.get(ANNOTATION_DEVICES, ""))
+    shares = str(annotations.get(ANNOTATION_SHARES, ""))
+    ids = tuple(d.strip() for d in devices.split(",")) if devices else ()
+    try:
+        milli = tuple(int(s) for s in shares.split(",")) if shares else ()
+    except ValueError:
+        raise ObjectError(f"pod {key}: malformed {ANNOTATION_SHARES} {shares!r}") from None
+    if len(ids) != len(milli) or any(not i for i in ids):
+        raise ObjectError(
+            f"pod {key}: {ANNOTATION_DEVICES} {devices!r} and {ANNOTATION_SHARES} {shares!r} "
+            "do not line up"
+        )
+    if any(not 0 < m <= MILLI_PER_DEVICE for m in milli):
+        raise ObjectError(f"pod {key}: {ANNOTATION_SHARES} {shares!r} out of 1..{MILLI_PER_DEVICE}")
+    try:
+        return Placement(key, str(node), ids, milli)
+    except InputError as exc:
+        raise ObjectError(str(exc)) from None
+
+
+def placement_patch(
+    placement: Placement | None, *, policy: str = "", assumed_at: str = "", resource_version: str
+) -> dict[str, Any]:
+    """A JSON merge patch recording ``placement`` on its pod (None: removing the record).
+
+    ``resource_version`` makes the API server refuse the patch (409 Conflict) if the pod
+    changed since it was read: the optimistic concurrency a binder relies on. The node is
+    also written as the label ``kubenpu.io/node`` so binders can list a node's placements.
+    """
+    keys = (ANNOTATION_NODE, ANNOTATION_DEVICES, ANNOTATION_SHARES, ANNOTATION_ASSUMED_AT)
+    annotations: dict[str, str | None]
+    if placement is None:
+        annotations = dict.fromkeys((*keys, ANNOTATION_POLICY))
+        labels: dict[str, str | None] = {LABEL_PLACED_NODE: None}
+    else:
+        annotations = {
+            ANNOTATION_NODE: placement.node,
+            ANNOTATION_DEVICES: ",".join(placement.device_ids),
+            ANNOTATION_SHARES: ",".join(str(s) for s in placement.shares_milli),
+            ANNOTATION_ASSUMED_AT: assumed_at,
+            ANNOTATION_POLICY: policy,
+        }
+        labels = {LABEL_PLACED_NODE: placement.node}
+    return {
+        "metadata": {
+            "resourceVersion": resource_version,
+            "annotations": annotations,
+            "labels": labels,
+        }
+    }
+
+
+def node_npu_counts(obj: Mapping[str, Any]) -> tuple[int, int]:
+    """A Node's whole NPUs: (capacity, allocatable); allocatable is capacity when absent.
+
+    The device plugin advertises every device as capacity and only the healthy ones as
+    allocatable, so the difference is the node's unhealthy devices.
+    """
+    meta = _mapping(obj.get("metadata"), "Node metadata")
+    name = _name(meta, "Node")
+    status = _mapping(obj.get("status"), f"node {name}: status")
+    capacity = _mapping(status.get("capacity"), f"node {name}: status.capacity")
+    allocatable = _mapping(status.get("allocatable"), f"node {name}: status.allocatable")
+    total = _whole(capacity.get(RESOURCE_NPU, 0), f"node {name}: capacity {RESOURCE_NPU}")
+    free = _whole(
+        allocatable.get(RESOURCE_NPU, capacity.get(RESOURCE_NPU, 0)),
+        f"node {name}: allocatable {RESOURCE_NPU}",
+    )
+    return total, free
