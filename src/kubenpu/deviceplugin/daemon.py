@@ -9,6 +9,7 @@ from types import FrameType
 
 from kubenpu.deviceplugin.backends import open_backend
 from kubenpu.deviceplugin.config import DevicePluginConfig
+from kubenpu.deviceplugin.inventory import InventoryPublisher, NodePatcher, kubernetes_node_patcher
 from kubenpu.deviceplugin.manager import Kind, ResourceManager
 from kubenpu.deviceplugin.metrics import PluginMetrics
 from kubenpu.deviceplugin.server import PluginServer
@@ -33,15 +34,28 @@ class DevicePluginDaemon:
         config: DevicePluginConfig,
         *,
         pod_lookup: PodLookup | None = None,
+        node_patch: NodePatcher | None = None,
     ) -> None:
         self.config = config
         self.metrics = PluginMetrics()
         self.backend, devices = open_backend(config)
         self._stop = threading.Event()
         cdi_kind = config.cdi_kind if config.cdi else None
-        self.managers = [ResourceManager(config.resource, devices, self.backend, cdi_kind=cdi_kind)]
+        # With a node name the plugin reads the scheduler's placements (whole devices and
+        # shares) and publishes its device inventory; without one it decides locally.
+        if config.node_name and (pod_lookup is None or node_patch is None):
+            default_lookup, default_patch = self._api_access()
+            pod_lookup = pod_lookup or default_lookup
+            node_patch = node_patch or default_patch
+        resolver = PlacementResolver(pod_lookup) if pod_lookup is not None else None
+        self.publisher = InventoryPublisher(node_patch) if node_patch is not None else None
+        self.managers = [
+            ResourceManager(
+                config.resource, devices, self.backend, resolver=resolver, cdi_kind=cdi_kind
+            )
+        ]
         if config.sharing:
-            resolver = PlacementResolver(pod_lookup or self._default_lookup())
+            resolver = resolver or PlacementResolver(list)
             self.managers.append(
                 ResourceManager(
                     config.core_resource,
@@ -72,13 +86,20 @@ class DevicePluginDaemon:
             ", ".join(f"{d.id}(index {d.index}, group {d.group})" for d in devices),
         )
 
-    def _default_lookup(self) -> PodLookup:
+    def _api_access(self) -> tuple[PodLookup | None, NodePatcher | None]:
         try:
-            return kubernetes_pod_lookup(self.config.node_name, self.config.kubeconfig)
+            return (
+                kubernetes_pod_lookup(self.config.node_name, self.config.kubeconfig),
+                kubernetes_node_patcher(self.config.node_name, self.config.kubeconfig),
+            )
         except Exception as err:
-            # Without API access every shared request takes the safe local choice.
-            log.warning("no Kubernetes API access (%s); shared requests use local choice", err)
-            return list
+            # Without API access every request takes the safe local choice.
+            log.warning(
+                "no Kubernetes API access (%s); devices are chosen locally and no inventory "
+                "is published",
+                err,
+            )
+            return None, None
 
     def _check_health(self) -> None:
         devices = self.managers[0].devices
@@ -90,6 +111,8 @@ class DevicePluginDaemon:
         for manager in self.managers:
             manager.set_unhealthy(unhealthy)
             self.metrics.set_health(manager.resource, *manager.health_counts())
+        if self.publisher is not None:
+            self.publisher.publish(devices, unhealthy)
 
     def _health_loop(self) -> None:
         while not self._stop.wait(self.config.health_interval):

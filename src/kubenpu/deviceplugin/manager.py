@@ -167,9 +167,11 @@ class ResourceManager:
     ) -> list[str]:
         """Choose ``size`` ids from ``available``, keeping ``must_include``.
 
-        Whole devices: stay within as few interconnect groups as possible, reuse the
-        groups of the must-include devices first, and among groups that fit take the one
-        with the fewest free devices (keeps large groups whole for large requests).
+        Whole devices: the devices the scheduler recorded on a pending pod of this size
+        when they are all available (see ``sharing``); else stay within as few
+        interconnect groups as possible, reuse the groups of the must-include devices
+        first, and among groups that fit take the one with the fewest free devices (keeps
+        large groups whole for large requests).
         Virtual units: pack onto one device, the scheduler's choice when known, else the
         device with the fewest free units that fits (keeps whole devices free).
         """
@@ -189,10 +191,33 @@ class ResourceManager:
         free = [i for i in avail if i not in chosen_set and self._units[i].device.id not in bad]
         need = size - len(must)
         if self.kind is Kind.WHOLE:
+            chosen = self._scheduled_whole(free, size) if not must else None
+            if chosen is not None:
+                return chosen
             extra = self._pick_whole(free, must, need)
         else:
             extra = self._pick_units(free, must, need)
         return must + extra
+
+    def _scheduled_whole(self, free: list[str], size: int) -> list[str] | None:
+        """The devices the scheduler chose for a pending pod of ``size`` devices, if free."""
+        if self._resolver is None:
+            return None
+        free_set = set(free)
+
+        def usable(refs: tuple[str, ...]) -> bool:
+            devices = [self._resolve_ref(r) for r in refs]
+            return all(d is not None and d.id in free_set for d in devices)
+
+        claim = self._resolver.claim_whole(size, usable)
+        if claim is None:
+            return None
+        pod, refs = claim
+        ids = [d.id for r in refs if (d := self._resolve_ref(r)) is not None]
+        log.info(
+            "%s: preferring %s, placed on pod %s/%s", self.resource, ids, pod.namespace, pod.name
+        )
+        return ids
 
     def _pick_whole(self, free: list[str], must: list[str], need: int) -> list[str]:
         groups: dict[int, list[NpuDevice]] = defaultdict(list)

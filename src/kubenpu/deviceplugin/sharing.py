@@ -1,4 +1,4 @@
-"""Shared NPUs: which physical device a shared container gets, from the scheduler's record.
+"""Which physical devices a container gets, from the scheduler's record on its pod.
 
 The kubelet hands a shared container N virtual ``aliyun.com/npu-core`` units and says
 nothing about the pod. The scheduler, however, recorded its decision on the pod
@@ -12,6 +12,13 @@ the entries have equal shares, so every device still carries exactly the total t
 scheduler reserved on it, and nothing is oversubscribed. Entries are claimed in memory so
 one entry is never given twice; claims of pods that are no longer pending are forgotten.
 When the API cannot be read, or no entry matches, the caller falls back to a local choice.
+
+Whole devices use the same record: the kubelet asks GetPreferredAllocation for N of the
+available ids, and the plugin answers with the devices of the oldest unclaimed pending
+placement of exactly N whole devices that are all still available, so the kubelet
+allocates what the scheduler chose. Any two pending placements of the same size hold
+disjoint devices (the scheduler never gives one device twice), so handing pod A's record
+to pod B only swaps which of them gets which set: nothing is oversubscribed either way.
 
 The API is behind :data:`PodLookup`, a plain function; tests pass their own.
 """
@@ -81,8 +88,8 @@ def placement_from_annotations(
     )
 
 
-def kubernetes_pod_lookup(node_name: str, kubeconfig: str = "") -> PodLookup:
-    """A :data:`PodLookup` reading the API with the official client (imported lazily).
+def core_api(kubeconfig: str = "") -> Any:
+    """A ``CoreV1Api`` of the official client (imported lazily: only when the API is used).
 
     In-cluster credentials when ``kubeconfig`` is empty, else that file.
     """
@@ -95,7 +102,12 @@ def kubernetes_pod_lookup(node_name: str, kubeconfig: str = "") -> PodLookup:
         configuration = client.Configuration()
         config.load_incluster_config(client_configuration=configuration)
         api_client = client.ApiClient(configuration)
-    api = client.CoreV1Api(api_client)
+    return client.CoreV1Api(api_client)
+
+
+def kubernetes_pod_lookup(node_name: str, kubeconfig: str = "") -> PodLookup:
+    """A :data:`PodLookup` reading the API with the official client."""
+    api = core_api(kubeconfig)
     selector = f"spec.nodeName={node_name},status.phase=Pending"
 
     def lookup() -> list[PendingPlacement]:
@@ -128,7 +140,8 @@ class PlacementResolver:
         self._lock = threading.Lock()
         self._claimed: set[tuple[str, int]] = set()
 
-    def _candidates(self, units: int) -> list[tuple[PendingPlacement, int]]:
+    def _pending(self) -> list[PendingPlacement]:
+        """The pending placements, oldest first; forgets claims of pods no longer pending."""
         try:
             placements = list(self._lookup())
         except Exception as err:  # API down, RBAC, timeout: fall back, never fail
@@ -136,6 +149,26 @@ class PlacementResolver:
             return []
         live = {p.uid for p in placements}
         self._claimed = {c for c in self._claimed if c[0] in live}
+        placements.sort(key=lambda p: (p.assumed_at, p.namespace, p.name))
+        return placements
+
+    def claim_whole(
+        self, size: int, usable: Callable[[tuple[str, ...]], bool]
+    ) -> tuple[PendingPlacement, tuple[str, ...]] | None:
+        """Claim the oldest unclaimed placement of ``size`` whole devices that ``usable``
+        accepts (all still available); return its pod and device entries."""
+        with self._lock:
+            for p in self._pending():
+                whole = len(p.devices) == size and all(
+                    s == MILLI_PER_DEVICE for s in p.shares_milli
+                )
+                if whole and (p.uid, -1) not in self._claimed and usable(p.devices):
+                    self._claimed.add((p.uid, -1))
+                    return p, p.devices
+        return None
+
+    def _candidates(self, units: int) -> list[tuple[PendingPlacement, int]]:
+        placements = self._pending()
         want = units * MILLI_PER_CORE_UNIT
         matches = [
             (p, i)
