@@ -39,8 +39,8 @@ def feasible(state: ClusterState, req: Request, among: np.ndarray | None = None)
     return ok
 
 
-def unfit_reasons(state: ClusterState, req: Request, among: np.ndarray | None = None) -> Counter:
-    """Count, per human-readable reason, the nodes that cannot take ``req``.
+def unfit_codes(state: ClusterState, req: Request) -> tuple[np.ndarray, list[str]]:
+    """Per node, the index into the returned reasons of why it cannot take ``req`` (-1: fits).
 
     Each node is charged to the first reason that rules it out, in the order a user would
     fix them: no NPU at all, wrong model, too few devices, device capacity, CPU, memory.
@@ -72,10 +72,16 @@ def unfit_reasons(state: ClusterState, req: Request, among: np.ndarray | None = 
     ]
     conds = [np.broadcast_to(c, (state.num_nodes,)) for c, _ in checks]
     code = np.select(conds, list(range(len(checks))), default=-1)
+    return code, [why for _, why in checks]
+
+
+def unfit_reasons(state: ClusterState, req: Request, among: np.ndarray | None = None) -> Counter:
+    """Count, per reason, the nodes that cannot take ``req`` (see ``unfit_codes``)."""
+    code, reasons = unfit_codes(state, req)
     if among is not None:
         code = code[among]
-    counts = np.bincount(code[code >= 0], minlength=len(checks))
-    return Counter({checks[i][1]: int(n) for i, n in enumerate(counts) if n})
+    counts = np.bincount(code[code >= 0], minlength=len(reasons))
+    return Counter({reasons[i]: int(n) for i, n in enumerate(counts) if n})
 
 
 def explain_unfit(state: ClusterState, req: Request, among: np.ndarray | None = None) -> str:
