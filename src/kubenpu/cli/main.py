@@ -27,11 +27,16 @@ def _dev_cluster(app: typer.Typer) -> None:
     app.add_typer(importlib.import_module("kubenpu.cli.dev_cluster").app, name="dev-cluster")
 
 
+def _webhook(app: typer.Typer) -> None:
+    app.command("webhook")(importlib.import_module("kubenpu.cli.webhook").webhook)
+
+
 #: Sub-command name -> how to register it.
 COMMANDS: dict[str, Callable[[typer.Typer], None]] = {
     "simulate": _simulate,
     "device-plugin": _device_plugin,
     "dev-cluster": _dev_cluster,
+    "webhook": _webhook,
 }
 
 
