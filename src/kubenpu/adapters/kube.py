@@ -403,22 +403,3 @@ def node_npu_counts(obj: Mapping[str, Any]) -> tuple[int, int]:
         f"node {name}: allocatable {RESOURCE_NPU}",
     )
     return total, free
-
-
-def node_npu_counts(obj: Mapping[str, Any]) -> tuple[int, int]:
-    """A Node's whole NPUs: (capacity, allocatable); allocatable is capacity when absent.
-
-    The device plugin advertises every device as capacity and only the healthy ones as
-    allocatable, so the difference is the node's unhealthy devices.
-    """
-    meta = _mapping(obj.get("metadata"), "Node metadata")
-    name = _name(meta, "Node")
-    status = _mapping(obj.get("status"), f"node {name}: status")
-    capacity = _mapping(status.get("capacity"), f"node {name}: status.capacity")
-    allocatable = _mapping(status.get("allocatable"), f"node {name}: status.allocatable")
-    total = _whole(capacity.get(RESOURCE_NPU, 0), f"node {name}: capacity {RESOURCE_NPU}")
-    free = _whole(
-        allocatable.get(RESOURCE_NPU, capacity.get(RESOURCE_NPU, 0)),
-        f"node {name}: allocatable {RESOURCE_NPU}",
-    )
-    return total, free
