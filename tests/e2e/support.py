@@ -80,7 +80,12 @@ class Cluster:
         return int(allocatable.get(names.RESOURCE_NPU, "0"))
 
     def create_pod(
-        self, name: str, npus: int, *, node_selector: dict[str, str] | None = None
+        self,
+        name: str,
+        npus: int,
+        *,
+        node_selector: dict[str, str] | None = None,
+        labels: dict[str, str] | None = None,
     ) -> None:
         """Create a one-container pod asking for ``npus`` whole NPUs."""
         spec: dict[str, Any] = {
@@ -97,7 +102,12 @@ class Cluster:
             spec["nodeSelector"] = node_selector
         self.api.create_namespaced_pod(
             NAMESPACE,
-            {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec},
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": name, "labels": labels or {}},
+                "spec": spec,
+            },
         )
 
     def wait_running(self, name: str, timeout: float = 20.0) -> dict[str, Any]:

@@ -97,6 +97,7 @@ def test_up_kubectl_status_down(cache: Path, tmp_path: Path) -> None:
         "device-plugin/npu-node-1",
         "node-agent/npu-node-2",
         "device-plugin/npu-node-2",
+        "webhook",
     }
     state = DevCluster.load(cache / "dev-cluster")
     assert state is not None
@@ -106,6 +107,7 @@ def test_up_kubectl_status_down(cache: Path, tmp_path: Path) -> None:
         state.ports.etcd_peer,
         state.ports.apiserver,
         state.ports.scheduler,
+        state.ports.webhook,
     ]
 
     down = kubenpu(cache, "dev-cluster", "down")

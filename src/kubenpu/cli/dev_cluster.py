@@ -54,6 +54,9 @@ def up(
     ] = None,
     state_dir: Annotated[Path | None, typer.Option("--state-dir", help=_STATE_DIR_HELP)] = None,
     timeout: float = typer.Option(90.0, "--timeout", help="Seconds to wait for the cluster."),
+    webhook: bool = typer.Option(
+        True, "--webhook/--no-webhook", help="Run and register the admission webhook."
+    ),
 ) -> None:
     """Start the cluster and return once it is usable; it keeps running until `down`.
 
@@ -76,7 +79,7 @@ def up(
                 err=True,
             )
         target = kubeconfig.expanduser().absolute() if kubeconfig else None
-        cluster = cluster_up(root, spec, kubeconfig=target, timeout=timeout)
+        cluster = cluster_up(root, spec, kubeconfig=target, timeout=timeout, webhook=webhook)
     except KubeNpuError as err:
         raise _fail(err) from None
     elapsed = time.monotonic() - started

@@ -25,6 +25,7 @@ from kubernetes import config as k8s_config
 
 from kubenpu import names
 from kubenpu.devcluster import binaries, controlplane, pki, processes
+from kubenpu.devcluster import webhook as dev_webhook
 from kubenpu.devcluster.controlplane import Paths, Ports
 from kubenpu.devcluster.nodeagent import AgentConfig, read_checkpoint
 from kubenpu.deviceplugin.api import KUBELET_CHECKPOINT
@@ -157,6 +158,7 @@ class DevCluster:
                 "etcd_peer": self.ports.etcd_peer,
                 "apiserver": self.ports.apiserver,
                 "scheduler": self.ports.scheduler,
+                "webhook": self.ports.webhook,
             },
             "kubeconfig": str(self.kubeconfig),
             "user_kubeconfig": str(self.user_kubeconfig) if self.user_kubeconfig else None,
@@ -314,7 +316,8 @@ def _tiers(
 
 
 def _ports(ports: Ports) -> list[int]:
-    return [ports.etcd_client, ports.etcd_peer, ports.apiserver, ports.scheduler]
+    ours = [ports.etcd_client, ports.etcd_peer, ports.apiserver, ports.scheduler, ports.webhook]
+    return [p for p in ours if p]
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -410,12 +413,14 @@ def up(
     *,
     kubeconfig: Path | None = None,
     timeout: float = 90.0,
+    webhook: bool = True,
 ) -> DevCluster:
     """Start a dev cluster recorded in ``state_dir`` and wait until it is usable.
 
     Usable means: the API server is ready, the scheduler healthy, every node Ready and
     every NPU node's allocatable ``aliyun.com/npu`` equal to its NPU count. The admin
     kubeconfig is written to ``state_dir/admin.kubeconfig`` and, if given, ``kubeconfig``.
+    With ``webhook`` the admission webhook runs too and is registered and in effect.
     On any failure everything started so far is stopped again.
     """
     existing = DevCluster.load(state_dir)
@@ -438,6 +443,7 @@ def up(
         etcd_peer=processes.free_port(),
         apiserver=processes.free_port(),
         scheduler=processes.free_port(),
+        webhook=processes.free_port() if webhook else 0,
     )
     nodes = [NodeInfo(name, npus, str(paths.node_dir(name))) for name, npus in _node_names(spec)]
     cluster = DevCluster(state_dir, ports, paths.admin_kubeconfig, nodes, user_kubeconfig=None)
@@ -446,6 +452,8 @@ def up(
         ca = controlplane.write_pki(paths, ports)
         for node in nodes:
             _write_node(cluster, ca, spec, node)
+        if webhook:
+            dev_webhook.write_files(paths, ca, ports.server)
         if kubeconfig is not None:
             pki.write_secret(kubeconfig, paths.admin_kubeconfig.read_bytes())
             cluster.user_kubeconfig = kubeconfig
@@ -467,9 +475,14 @@ def up(
             start(f"node-agent/{node.name}", node_agent_argv(node))
             if node.npus:
                 start(f"device-plugin/{node.name}", device_plugin_argv(node))
+        if webhook:
+            start(dev_webhook.PROCESS, dev_webhook.argv(_kubenpu_command(), paths, ports.webhook))
         controlplane.wait_apiserver_ready(paths, ports, deadline)
         controlplane.wait_scheduler_healthy(ports, deadline)
         wait_nodes_ready(cluster, deadline)
+        if webhook:
+            dev_webhook.wait_ready(paths, ports.webhook, deadline)
+            dev_webhook.register(paths, ports.webhook, deadline)
     except BaseException:
         with contextlib.suppress(Exception):
             _dump_logs(cluster)

@@ -44,6 +44,8 @@ class Ports:
     etcd_peer: int
     apiserver: int
     scheduler: int
+    #: The admission webhook's HTTPS port (0: the cluster runs without it).
+    webhook: int = 0
 
     @property
     def server(self) -> str:
