@@ -1,0 +1,462 @@
+"""The chart rendered by the real helm: lint, objects, and each component's contract."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from typing import Any
+
+import pytest
+import yaml
+from cryptography import x509
+
+from deploy.chart import (
+    CHART,
+    NAMESPACE,
+    VARIANTS,
+    HelmError,
+    find,
+    helm,
+    kinds,
+    one,
+    render,
+    render_text,
+    workloads,
+)
+from kubenpu import names
+from kubenpu.deviceplugin.config import parse_config_text, resolve_config
+
+
+def container(workload: dict[str, Any]) -> dict[str, Any]:
+    """The workload's only container."""
+    containers = workload["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return containers[0]
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_helm_lint_strict(variant: str, tmp_path) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump(VARIANTS[variant]))
+    out = helm("lint", "--strict", str(CHART), "--namespace", NAMESPACE, "-f", str(values))
+    assert "1 chart(s) linted, 0 chart(s) failed" in out
+
+
+def test_default_render_has_every_component() -> None:
+    objects = render()
+    assert {k for k, _ in kinds(objects)} == {
+        "ConfigMap",
+        "DaemonSet",
+        "Deployment",
+        "Service",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "PodDisruptionBudget",
+        "Secret",
+        "ValidatingWebhookConfiguration",
+        "MutatingWebhookConfiguration",
+    }
+    deployments = {
+        d["metadata"]["labels"]["app.kubernetes.io/component"] for d in find(objects, "Deployment")
+    }
+    assert deployments == {"extender", "scheduler", "webhook"}
+    for obj in objects:
+        labels = obj["metadata"]["labels"]
+        assert labels["app.kubernetes.io/instance"] == "kubenpu"
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+        if (
+            obj["kind"] not in ("ClusterRole", "ClusterRoleBinding")
+            and "Webhook" not in obj["kind"]
+        ):
+            assert obj["metadata"]["namespace"] == NAMESPACE, obj["metadata"]["name"]
+
+
+def test_schema_rejects_typos_and_bad_values() -> None:
+    with pytest.raises(HelmError, match="additional properties 'polcy'"):
+        render_text({"extender": {"polcy": "x"}})
+    with pytest.raises(HelmError, match="backend"):
+        render_text({"devicePlugin": {"backend": "tpu"}})
+    with pytest.raises(HelmError, match="timeoutSeconds"):
+        render_text({"webhook": {"timeoutSeconds": 60}})
+
+
+# ---- device plugin ------------------------------------------------------------------
+
+
+def test_device_plugin_runs_only_on_npu_nodes_with_the_kubelet_dir() -> None:
+    ds = one(render(), "DaemonSet")
+    pod = ds["spec"]["template"]["spec"]
+    terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
+    assert terms == [{"matchExpressions": [{"key": names.LABEL_NPU_MODEL, "operator": "Exists"}]}]
+    assert {"key": names.TAINT_NPU, "operator": "Exists", "effect": "NoSchedule"} in pod[
+        "tolerations"
+    ]
+    c = container(ds)
+    assert c["command"] == ["python", "-m", "kubenpu.cli.device_plugin"]
+    assert {
+        "name": names.ENV_NODE_NAME,
+        "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}},
+    } in c["env"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    kubelet_dir = "/var/lib/kubelet/device-plugins"
+    assert volumes["device-plugins"]["hostPath"] == {"path": kubelet_dir, "type": "Directory"}
+    assert mounts["device-plugins"]["mountPath"] == kubelet_dir
+    assert pod["priorityClassName"] == "system-node-critical"
+
+
+def test_device_plugin_node_selection_is_configurable() -> None:
+    values = {
+        "devicePlugin": {
+            "nodeSelector": {names.LABEL_NPU_MODEL: "hanguang-800"},
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [
+                            {
+                                "matchExpressions": [
+                                    {"key": "pool", "operator": "In", "values": ["a"]}
+                                ]
+                            }
+                        ]
+                    }
+                }
+            },
+        }
+    }
+    pod = one(render(values), "DaemonSet")["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {names.LABEL_NPU_MODEL: "hanguang-800"}
+    (term,) = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
+    assert term["matchExpressions"] == [
+        {"key": "pool", "operator": "In", "values": ["a"]},
+        {"key": names.LABEL_NPU_MODEL, "operator": "Exists"},
+    ]
+    pod = one(render({"devicePlugin": {"npuNodeLabel": ""}}), "DaemonSet")["spec"]["template"][
+        "spec"
+    ]
+    assert "affinity" not in pod
+
+
+@pytest.mark.parametrize(
+    ("backend", "privileged"),
+    [("auto", True), ("devfs", True), ("ascend", True), ("nvml", True), ("mock", False)],
+)
+def test_device_plugin_privileged_only_where_the_backend_opens_devices(
+    backend: str, privileged: bool
+) -> None:
+    ds = one(render({"devicePlugin": {"backend": backend}}), "DaemonSet")
+    c = container(ds)
+    sc = c["securityContext"]
+    assert sc["privileged"] is privileged
+    assert sc["readOnlyRootFilesystem"] is True
+    dev = [m for m in c["volumeMounts"] if m["mountPath"] == "/dev"]
+    if privileged:
+        assert dev == [{"name": "dev", "mountPath": "/dev", "readOnly": True}]
+    else:
+        assert dev == []
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+    # Explicit values win over the backend's default.
+    override = {"devicePlugin": {"backend": backend, "privileged": not privileged}}
+    assert container(one(render(override), "DaemonSet"))["securityContext"]["privileged"] is (
+        not privileged
+    )
+
+
+def test_device_plugin_without_sharing_has_no_api_access() -> None:
+    objects = render()
+    pod = one(objects, "DaemonSet")["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert "serviceAccountName" not in pod
+    assert find(objects, "ServiceAccount", "device-plugin") == []
+    assert find(objects, "ClusterRole", "device-plugin") == []
+
+    objects = render(VARIANTS["sharing-mock"])
+    pod = one(objects, "DaemonSet")["spec"]["template"]["spec"]
+    sa = one(objects, "ServiceAccount", "device-plugin")
+    assert pod["serviceAccountName"] == sa["metadata"]["name"]
+    assert pod["automountServiceAccountToken"] is True
+    assert one(objects, "ClusterRole", "device-plugin")["rules"] == [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}
+    ]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {},
+        VARIANTS["sharing-mock"],
+        {
+            "logLevel": "debug",
+            "devicePlugin": {
+                "backend": "devfs",
+                "metrics": {"port": 0},
+                "config": {
+                    "devfs-glob": "/dev/alinpu*",
+                    "mounts": ["/usr/local/alinpu/lib:/usr/local/alinpu/lib:ro"],
+                    "control-devices": ["/dev/alinpu_ctl"],
+                    "backend": "ignored: the backend key wins",
+                },
+            },
+        },
+    ],
+    ids=["default", "sharing-mock", "devfs-config"],
+)
+def test_device_plugin_config_is_accepted_by_the_plugin(values: dict[str, Any], tmp_path) -> None:
+    """The ConfigMap's file goes through the plugin's own config reader unchanged."""
+    objects = render(values)
+    text = one(objects, "ConfigMap", "device-plugin")["data"]["config.yaml"]
+    parse_config_text(text, source="chart")
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    config = resolve_config({}, {names.ENV_NODE_NAME: "npu-node-1"}, str(path))
+    dp = values.get("devicePlugin", {})
+    assert config.backend == dp.get("backend", "auto")
+    assert config.sharing is dp.get("sharing", False)
+    assert config.memory_resource is dp.get("memoryResource", False)
+    assert config.kubelet_dir == "/var/lib/kubelet/device-plugins"
+    assert config.metrics_port == dp.get("metrics", {}).get("port", 9400)
+    assert config.log_level == values.get("logLevel", "info")
+    assert config.node_name == "npu-node-1"
+    args = container(one(objects, "DaemonSet"))["args"]
+    assert args[0] == "--config=/etc/kubenpu/device-plugin/config.yaml"
+    ports = container(one(objects, "DaemonSet")).get("ports", [])
+    assert [p["containerPort"] for p in ports] == (
+        [config.metrics_port] if config.metrics_port else []
+    )
+
+
+# ---- scheduler ----------------------------------------------------------------------
+
+
+def scheduler_config(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    cm = one(objects, "ConfigMap", "scheduler")
+    return yaml.safe_load(cm["data"]["config.yaml"])
+
+
+def test_secondary_scheduler_calls_the_extender_service() -> None:
+    objects = render()
+    config = scheduler_config(objects)
+    service = one(objects, "Service", "extender")
+    port = service["spec"]["ports"][0]["port"]
+    (extender,) = config["extenders"]
+    assert extender["urlPrefix"] == (f"http://{service['metadata']['name']}.{NAMESPACE}.svc:{port}")
+    assert extender["nodeCacheCapable"] is True
+    assert extender["bindVerb"] == "bind"
+    assert {r["name"] for r in extender["managedResources"]} == {
+        names.RESOURCE_NPU,
+        names.RESOURCE_NPU_CORE,
+        names.RESOURCE_NPU_MEM,
+    }
+    assert config["profiles"] == [{"schedulerName": "kubenpu-scheduler"}]
+    assert config["leaderElection"]["resourceName"] == "kubenpu-scheduler"
+    deployment = one(objects, "Deployment", "scheduler")
+    assert container(deployment)["command"][:2] == [
+        "kube-scheduler",
+        "--config=/etc/kubenpu/scheduler/config.yaml",
+    ]
+    lease_role = one(objects, "Role", "scheduler")
+    assert lease_role["rules"][1]["resourceNames"] == ["kubenpu-scheduler"]
+
+
+def test_platform_mode_renders_only_the_configuration() -> None:
+    objects = render(VARIANTS["platform-scheduler"])
+    config = scheduler_config(objects)
+    assert config["profiles"] == [{"schedulerName": "default-scheduler"}]
+    assert "leaderElection" not in config
+    assert find(objects, "Deployment", "scheduler") == []
+    assert find(objects, "ClusterRoleBinding", "scheduler") == []
+    service = one(objects, "Service", "extender")
+    assert service["spec"]["type"] == "NodePort"
+    assert service["spec"]["ports"][0]["nodePort"] == 30888
+    url = "http://10.0.0.5:30888"
+    config = scheduler_config(
+        render({"scheduler": {"mode": "platform", "extender": {"urlPrefix": url}}})
+    )
+    assert config["extenders"][0]["urlPrefix"] == url
+    assert find(render({"scheduler": {"mode": "none"}}), "ConfigMap", "scheduler") == []
+
+
+# ---- webhook ------------------------------------------------------------------------
+
+
+def test_webhook_certificate_is_signed_by_the_ca_bundle_for_the_service() -> None:
+    objects = render()
+    secret = one(objects, "Secret", "webhook")
+    assert secret["type"] == "kubernetes.io/tls"
+    ca = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["ca.crt"]))
+    cert = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+    cert.verify_directly_issued_by(ca)
+    service = one(objects, "Service", "webhook")["metadata"]["name"]
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert f"{service}.{NAMESPACE}.svc" in sans.get_values_for_type(x509.DNSName)
+    assert cert.not_valid_after_utc > dt.datetime.now(dt.UTC) + dt.timedelta(days=365)
+    for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+        (webhook,) = one(objects, kind)["webhooks"]
+        assert webhook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
+        assert webhook["clientConfig"]["service"]["name"] == service
+    deployment = one(objects, "Deployment", "webhook")
+    (tls,) = [v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "tls"]
+    assert tls["secret"]["secretName"] == secret["metadata"]["name"]
+    (mount,) = [m for m in container(deployment)["volumeMounts"] if m["name"] == "tls"]
+    assert "subPath" not in mount  # a rotated Secret must reach the files
+
+
+def test_webhook_registration_matches_the_webhook_module() -> None:
+    """Rules, selectors and the CEL condition are the ones kubenpu.webhook states."""
+    registration = pytest.importorskip("kubenpu.webhook.registration")
+    objects = render()
+    reference = {
+        "ValidatingWebhookConfiguration": registration.validating_configuration("https://x", b"ca"),
+        "MutatingWebhookConfiguration": registration.mutating_configuration("https://x", b"ca"),
+    }
+    for kind, expected_config in reference.items():
+        (webhook,) = one(objects, kind)["webhooks"]
+        (expected,) = expected_config["webhooks"]
+        ignore = {"clientConfig", "failurePolicy"}
+        assert {k: v for k, v in webhook.items() if k not in ignore} == {
+            k: v for k, v in expected.items() if k not in ignore
+        }
+    (validating,) = one(objects, "ValidatingWebhookConfiguration")["webhooks"]
+    (mutating,) = one(objects, "MutatingWebhookConfiguration")["webhooks"]
+    assert (validating["failurePolicy"], mutating["failurePolicy"]) == ("Fail", "Ignore")
+
+
+def test_cert_manager_issues_the_certificate_and_injects_the_ca() -> None:
+    objects = render(VARIANTS["cert-manager"])
+    assert find(objects, "Secret") == []
+    certificates = {c["metadata"]["name"]: c for c in find(objects, "Certificate")}
+    issuers = {i["metadata"]["name"]: i for i in find(objects, "Issuer")}
+    serving = certificates["kubenpu-webhook"]
+    service = one(objects, "Service", "webhook")["metadata"]["name"]
+    assert f"{service}.{NAMESPACE}.svc" in serving["spec"]["dnsNames"]
+    assert issuers[serving["spec"]["issuerRef"]["name"]]["spec"] == {
+        "ca": {"secretName": "kubenpu-webhook-ca"}
+    }
+    assert certificates["kubenpu-webhook-ca"]["spec"]["isCA"] is True
+    deployment = one(objects, "Deployment", "webhook")
+    (tls,) = [v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "tls"]
+    assert tls["secret"]["secretName"] == serving["spec"]["secretName"]
+    for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+        config = one(objects, kind)
+        assert config["metadata"]["annotations"] == {
+            "cert-manager.io/inject-ca-from": f"{NAMESPACE}/kubenpu-webhook"
+        }
+        assert "caBundle" not in config["webhooks"][0]["clientConfig"]
+    # An existing issuer: the chart makes no CA of its own.
+    objects = render(
+        {
+            "webhook": {
+                "certificate": {
+                    "certManager": {
+                        "enabled": True,
+                        "issuerRef": {"name": "corp-ca", "kind": "ClusterIssuer"},
+                    }
+                }
+            }
+        }
+    )
+    assert find(objects, "Issuer") == []
+    assert one(objects, "Certificate")["spec"]["issuerRef"] == {
+        "name": "corp-ca",
+        "kind": "ClusterIssuer",
+        "group": "cert-manager.io",
+    }
+
+
+def test_webhook_off_leaves_no_webhook_objects() -> None:
+    objects = render(VARIANTS["webhook-off"])
+    assert [
+        o
+        for o in objects
+        if o["metadata"]["labels"].get("app.kubernetes.io/component") == "webhook"
+    ] == []
+    assert find(objects, "ValidatingWebhookConfiguration") == []
+    assert find(objects, "Deployment", "extender")
+
+
+# ---- service monitors, images, security ----------------------------------------------
+
+
+def test_service_monitors_select_services_and_ports_that_exist() -> None:
+    objects = render(VARIANTS["service-monitor"])
+    monitors = find(objects, "ServiceMonitor")
+    assert {m["metadata"]["labels"]["app.kubernetes.io/component"] for m in monitors} == {
+        "device-plugin",
+        "extender",
+        "webhook",
+    }
+    services = find(objects, "Service")
+    for monitor in monitors:
+        assert monitor["metadata"]["labels"]["release"] == "prom"
+        selector = monitor["spec"]["selector"]["matchLabels"]
+        matching = [
+            s
+            for s in services
+            if selector.items() <= s["metadata"]["labels"].items()
+            and selector.items() <= s["spec"]["selector"].items()
+        ]
+        assert matching, monitor["metadata"]["name"]
+        (endpoint,) = monitor["spec"]["endpoints"]
+        assert any(endpoint["port"] in {p["name"] for p in s["spec"]["ports"]} for s in matching)
+    assert find(render(), "ServiceMonitor") == []
+
+
+def test_image_registry_and_pull_secrets_reach_every_pod() -> None:
+    objects = render(VARIANTS["private-registry"])
+    for workload in workloads(objects):
+        pod = workload["spec"]["template"]["spec"]
+        assert pod["imagePullSecrets"] == [{"name": "regsecret"}], workload["metadata"]["name"]
+        image = container(workload)["image"]
+        if workload["metadata"]["labels"]["app.kubernetes.io/component"] == "scheduler":
+            assert image.startswith("registry.k8s.io/kube-scheduler:")
+        else:
+            assert image == "registry.example.com/team/kubenpu:0.1.0-rc1"
+    for workload in workloads(render()):
+        assert "imagePullSecrets" not in workload["spec"]["template"]["spec"]
+    digest = "sha256:" + "ab" * 32
+    deployment = one(render({"image": {"digest": digest}}), "Deployment", "webhook")
+    assert container(deployment)["image"] == f"kubenpu@{digest}"
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_control_plane_pods_are_restricted(variant: str) -> None:
+    """Extender, webhook and scheduler: non-root, read-only root, no capabilities."""
+    for deployment in find(render(VARIANTS[variant]), "Deployment"):
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["runAsUser"] != 0
+        sc = container(deployment)["securityContext"]
+        assert sc == {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }
+        assert container(deployment)["resources"]["limits"]["memory"]
+        # The webhook must never review kubenpu's own pods.
+        assert deployment["spec"]["template"]["metadata"]["labels"]["kubenpu.io/admission"] == (
+            "disabled"
+        )
+
+
+def test_pod_disruption_budgets_select_their_pods() -> None:
+    objects = render()
+    for pdb in find(objects, "PodDisruptionBudget"):
+        component = pdb["metadata"]["labels"]["app.kubernetes.io/component"]
+        deployment = one(objects, "Deployment", component)
+        pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    webhook_pdb = one(objects, "PodDisruptionBudget", "webhook")
+    assert (
+        webhook_pdb["spec"]["minAvailable"]
+        < one(objects, "Deployment", "webhook")["spec"]["replicas"]
+    )
