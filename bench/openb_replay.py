@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Replay the openb trace with every policy and print ours beside the FGD paper's numbers.
 
-    python bench/openb_replay.py                       # default, gpushare40, multigpu20
+    python bench/openb_replay.py                       # the five workloads in ../shared
     python bench/openb_replay.py --workloads default --policies fgd,bestfit --seeds 42-44
 
 For each workload and policy: mean / min / max allocation at 130% arrival over the seeds,
@@ -60,8 +60,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--workloads", default="default,gpushare40,multigpu20")
-    ap.add_argument("--policies", default=",".join(policies.BASELINES))
+    ap.add_argument("--workloads", default="default,cpu050,gpushare40,multigpu20,gpuspec10")
+    ap.add_argument("--policies", default=",".join((*policies.BASELINES, policies.DEFAULT)))
     ap.add_argument("--seeds", default="42-51")
     ap.add_argument("--tune", type=float, default=1.3)
     ap.add_argument(

@@ -10,6 +10,7 @@ from kubenpu.engine.state import ClusterState
 from kubenpu.model import Device, Node, Request
 
 MODELS = ["A", "B"]
+ALL_POLICIES = (*policies.BASELINES, policies.DEFAULT)
 
 
 @st.composite
@@ -90,7 +91,7 @@ def check_invariants(state: ClusterState) -> None:
 @given(
     nodes=clusters(),
     reqs=requests(),
-    spec=st.sampled_from(policies.BASELINES),
+    spec=st.sampled_from(ALL_POLICIES),
     seed=st.integers(0, 9),
 )
 def test_no_policy_ever_over_commits(nodes, reqs, spec, seed):
@@ -111,7 +112,7 @@ def test_no_policy_ever_over_commits(nodes, reqs, spec, seed):
 @given(
     nodes=clusters(),
     reqs=requests(),
-    spec=st.sampled_from(policies.BASELINES),
+    spec=st.sampled_from(ALL_POLICIES),
     seed=st.integers(0, 9),
 )
 def test_same_seed_same_placements(nodes, reqs, spec, seed):

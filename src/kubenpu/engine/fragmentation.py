@@ -178,3 +178,57 @@ class Fragmentation:
             s.mem_free[nodes] - req.memory_mib,
             s.free_total[nodes] - req.share_milli,
         )
+
+
+_UNLIMITED = 1e30
+
+
+class HostAwareFragmentation(Fragmentation):
+    """FGD's measure, plus the device compute that the node's CPU and memory cannot feed.
+
+    For a shape that fits, FGD counts as usable every device with enough free compute. Here
+    the node must also have the CPU and memory to run that many pods: with CPU for ``m``
+    more pods of the shape (``cpu_free / cpu``, not rounded down, so every CPU milli taken
+    counts) and ``c`` devices per pod, at most ``m * c`` devices' worth is usable, and the
+    rest is a fragment too. A share counts a whole device per pod: shares that cannot
+    start for lack of CPU leave the rest of their device idle as surely as whole pods do.
+    """
+
+    def __init__(self, mix: TaskMix, state: ClusterState):
+        super().__init__(mix, state)
+        claim = (mix.count * FULL).astype(np.float64)
+        cpu = mix.cpu_milli.astype(np.float64)
+        mem = mix.memory_mib.astype(np.float64)
+        # Device compute fed per milli CPU (per MiB): a shape that needs none is never
+        # limited, which a huge factor expresses except on a node with none left at all.
+        self._per_cpu = np.divide(claim, cpu, out=np.full_like(cpu, _UNLIMITED), where=cpu > 0)
+        self._per_mem = np.divide(claim, mem, out=np.full_like(mem, _UNLIMITED), where=mem > 0)
+        self._per_cpu = self._per_cpu[:, None]
+        self._per_mem = self._per_mem[:, None]
+        self._mem = mem[:, None]
+        self._static_ok = self.gpu_task[:, None] & self.model_ok
+
+    def expected(
+        self,
+        nodes: np.ndarray,
+        frag_fit: np.ndarray,
+        fitting: np.ndarray,
+        cpu_free: np.ndarray,
+        mem_free: np.ndarray,
+        free_total: np.ndarray,
+    ) -> np.ndarray:
+        """Expected fragmentation, host-aware; arguments as in ``Fragmentation.expected``."""
+        fits = (
+            self._static_ok[:, nodes]
+            & (fitting >= self._count)
+            & (cpu_free >= self._cpu)
+            & (mem_free >= self._mem)
+        )
+        # Where a shape fits, its CPU and memory need is at least 1 milli / MiB unless it
+        # needs none; then the factor is huge and the free CPU at least the need (0): so
+        # clamping free CPU to 1 keeps "unlimited" unlimited without changing other shapes.
+        fed = np.minimum(
+            np.maximum(cpu_free, 1) * self._per_cpu, np.maximum(mem_free, 1) * self._per_mem
+        )
+        usable = np.minimum(free_total - frag_fit, fed)
+        return free_total * self.mix.prob.sum() - self.mix.prob @ (usable * fits)

@@ -12,19 +12,24 @@ from collections.abc import Callable, Sequence
 from kubenpu.engine.baselines import BASELINE_CLASSES, FgdPolicy
 from kubenpu.engine.fragmentation import task_mix
 from kubenpu.engine.framework import Policy, Profile
+from kubenpu.engine.kubenpu_policy import KubenpuPolicy
 from kubenpu.engine.state import ClusterState
 from kubenpu.errors import ConfigError
 from kubenpu.model import Request
 
 #: The FGD paper's six policies, in the paper's order.
 BASELINES = ("random", "dotprod", "clustering", "packing", "bestfit", "fgd")
+#: kubenpu's own policy: the default everywhere.
+DEFAULT = "kubenpu"
+#: Name -> class of every policy a spec may name.
+CLASSES: dict[str, type[Policy]] = BASELINE_CLASSES | {KubenpuPolicy.name: KubenpuPolicy}
 
 ProfileFactory = Callable[[ClusterState, Sequence[Request]], Profile]
 
 
 def available() -> list[str]:
     """Names a spec may use."""
-    return list(BASELINE_CLASSES)
+    return list(CLASSES)
 
 
 def parse(spec: str) -> list[tuple[str, int]]:
@@ -32,7 +37,7 @@ def parse(spec: str) -> list[tuple[str, int]]:
     parts = []
     for raw in spec.split("+"):
         name, _, weight = raw.strip().partition(":")
-        if name not in BASELINE_CLASSES:
+        if name not in CLASSES:
             raise ConfigError(
                 f"unknown policy {name!r} in {spec!r}; known: {', '.join(available())}"
             )
@@ -52,9 +57,13 @@ def validate(spec: str) -> None:
 
 
 def _make(name: str, state: ClusterState, pods: Sequence[Request]) -> Policy:
-    cls = BASELINE_CLASSES[name]
+    cls = CLASSES[name]
     if cls is FgdPolicy:
         return FgdPolicy(task_mix(pods), state)
+    if cls is KubenpuPolicy:
+        # Every shape, not FGD's 95% most common: rare shapes (8-NPU pods, pinned models)
+        # hold a large share of the devices.
+        return KubenpuPolicy(task_mix(pods, coverage=1.0), state)
     return cls()
 
 
