@@ -23,6 +23,10 @@ def _device_plugin(app: typer.Typer) -> None:
     app.command("device-plugin")(module.device_plugin)
 
 
+def _scheduler(app: typer.Typer) -> None:
+    app.command("scheduler")(importlib.import_module("kubenpu.cli.scheduler").scheduler)
+
+
 def _dev_cluster(app: typer.Typer) -> None:
     app.add_typer(importlib.import_module("kubenpu.cli.dev_cluster").app, name="dev-cluster")
 
@@ -37,6 +41,7 @@ COMMANDS: dict[str, Callable[[typer.Typer], None]] = {
     "device-plugin": _device_plugin,
     "dev-cluster": _dev_cluster,
     "webhook": _webhook,
+    "scheduler": _scheduler,
 }
 
 

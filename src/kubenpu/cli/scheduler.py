@@ -1,0 +1,89 @@
+"""``kubenpu scheduler``: the kube-scheduler extender (filter, prioritize, bind)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+
+import typer
+
+from kubenpu.errors import ConfigError, KubeNpuError
+
+
+def scheduler(
+    port: int = typer.Option(8888, "--port", help="Port for the extender API, health, metrics."),
+    address: str = typer.Option("0.0.0.0", "--address", help="Address to listen on."),
+    kubeconfig: str = typer.Option("", "--kubeconfig", help="Kubeconfig (default: in-cluster)."),
+    policy: str = typer.Option(
+        "", "--policy", help="Placement policy spec (default: kubenpu's best, else fgd)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the engine's tie-break order."),
+    tls_cert: str = typer.Option("", "--tls-cert", help="Serve HTTPS with this certificate."),
+    tls_key: str = typer.Option("", "--tls-key", help="Private key of --tls-cert."),
+    url_prefix: str = typer.Option(
+        "", "--url-prefix", help="Path before the verbs, e.g. /scheduler (urlPrefix's path)."
+    ),
+    log_level: str = typer.Option("info", "--log-level", help="debug, info, warning, error."),
+) -> None:
+    """Serve kube-scheduler's extender calls from kubenpu's placement engine."""
+    logging.basicConfig(
+        level=getattr(logging, log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    # The client logs each retry of its connection pool at WARNING; ours say enough.
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
+    log = logging.getLogger("kubenpu.scheduler")
+    try:
+        if bool(tls_cert) != bool(tls_key):
+            raise ConfigError("--tls-cert and --tls-key go together")
+        from kubenpu.engine import policies
+        from kubenpu.extender.kubeapi import KubernetesApi
+        from kubenpu.extender.server import ExtenderHTTPServer
+        from kubenpu.extender.service import ExtenderService
+
+        if policy:
+            policies.validate(policy)
+        service = ExtenderService(KubernetesApi(kubeconfig), policy=policy, seed=seed)
+        server = ExtenderHTTPServer(
+            (address, port),
+            service.extender,
+            ready=service.ready,
+            prefix=url_prefix,
+            tls=(tls_cert, tls_key) if tls_cert else None,
+        )
+    except KubeNpuError as err:
+        log.error("%s", err)
+        raise typer.Exit(2) from None
+    except OSError as err:
+        log.error("cannot start: %s", err)
+        raise typer.Exit(1) from None
+
+    def stop(signum: int, _frame: object) -> None:
+        log.info("got %s; shutting down", signal.Signals(signum).name)
+        service.shutdown()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    service.start()
+    server.start()
+    log.info(
+        "kubenpu scheduler on %s://%s:%d%s, policy %s",
+        "https" if tls_cert else "http",
+        address,
+        server.port,
+        url_prefix or "",
+        service.cache.policy,
+    )
+    service.stop.wait()
+    server.shutdown()
+    log.info("stopped")
+
+
+def main() -> None:
+    """``python -m kubenpu.cli.scheduler``."""
+    typer.run(scheduler)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,344 @@
+"""Nodes and Pods from the API, kept as the engine's ``ClusterState`` (no I/O here).
+
+Pods are accounted as follows (see docs/extender.md):
+
+- a placement recorded on the pod (``kubenpu.io/node``, ``devices``, ``shares``) holds
+  exactly those devices, bound or not: the record is the source of truth, so a restarted
+  extender reserves what its predecessor assumed but did not bind yet;
+- a bound pod without a record (placed by another scheduler) holds its CPU and memory,
+  and NPUs chosen here the way the engine would (the device plugin decides locally then);
+- finished (Succeeded/Failed) and deleted pods hold nothing.
+
+Node changes that only flip device health are applied in place; any other change (a new
+node, other devices, capacity, labels) rebuilds the state and re-reserves every pod,
+which is rare. The FGD-style policies need the workload's task mix: it is estimated from
+the NPU pods in the cache plus the last ``mix_window`` requests seen by filter, and the
+profile is rebuilt when the set of task shapes changes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from kubenpu.adapters.kube import (
+    ObjectError,
+    node_from_object,
+    placement_from_pod,
+    pod_key,
+    request_from_pod,
+)
+from kubenpu.engine import policies
+from kubenpu.engine.fragmentation import shape_of
+from kubenpu.engine.framework import Engine, select_devices_packed
+from kubenpu.engine.state import ClusterState
+from kubenpu.errors import PlacementError
+from kubenpu.model import Node, Placement, Request
+
+log = logging.getLogger(__name__)
+
+_TERMINAL = ("Succeeded", "Failed")
+
+
+def default_policy() -> str:
+    """kubenpu's best policy when the engine has it, else FGD."""
+    best = getattr(policies, "DEFAULT", "kubenpu")
+    return best if best in policies.available() else "fgd"
+
+
+@dataclass(frozen=True, slots=True)
+class PodEntry:
+    """What one pod holds, as the cache accounts it."""
+
+    key: str
+    uid: str
+    request: Request
+    #: The node and devices it holds; None: it holds nothing (pending, not placed).
+    placement: Placement | None
+    #: ``spec.nodeName`` is set.
+    bound: bool
+    #: The placement comes from the pod's own record (not inferred from nodeName).
+    recorded: bool
+    assumed_at: str = ""
+
+
+def pod_entry(obj: Mapping[str, Any]) -> PodEntry | None:
+    """How a Pod object is accounted; None for finished or deleted-and-gone pods.
+
+    Raises ``ObjectError`` for pods that cannot be translated.
+    """
+    key = pod_key(obj)
+    meta, spec = obj.get("metadata") or {}, obj.get("spec") or {}
+    if (obj.get("status") or {}).get("phase") in _TERMINAL:
+        return None
+    request = request_from_pod(obj)
+    node = spec.get("nodeName") or ""
+    recorded = placement_from_pod(obj)
+    annotations = meta.get("annotations") or {}
+    assumed_at = str(annotations.get("kubenpu.io/assumed-at", ""))
+    if recorded is not None and (not node or recorded.node == node):
+        return PodEntry(
+            key, str(meta.get("uid", "")), request, recorded, bool(node), True, assumed_at
+        )
+    placement = Placement(key, node) if node else None
+    return PodEntry(key, str(meta.get("uid", "")), request, placement, bool(node), False)
+
+
+def _structure(node: Node) -> tuple:
+    """Everything about a node but device health."""
+    return (
+        node.cpu_milli,
+        node.memory_mib,
+        node.model,
+        tuple((d.id, d.index, d.model, d.memory_mib, d.group) for d in node.devices),
+    )
+
+
+class ClusterCache:
+    """The cluster as the engine sees it; not thread-safe (the extender holds a lock)."""
+
+    def __init__(self, policy: str = "", *, seed: int = 0, mix_window: int = 1000) -> None:
+        self.policy = policy or default_policy()
+        self._factory = policies.factory(self.policy)
+        self._seed = seed
+        self._nodes: dict[str, Node] = {}
+        self._pods: dict[str, PodEntry] = {}
+        self._recent: deque[Request] = deque(maxlen=mix_window)
+        self._state: ClusterState | None = None
+        self._engine: Engine | None = None
+        self._shapes: frozenset = frozenset()
+        #: Objects that could not be translated, by kind (for metrics and logs).
+        self.rejected: Counter[str] = Counter()
+        #: Recorded placements that did not fit when reserved (should stay 0).
+        self.conflicts = 0
+
+    # -- nodes -----------------------------------------------------------------------
+
+    def upsert_node(self, obj: Mapping[str, Any]) -> None:
+        """Add or update a Node."""
+        try:
+            node = node_from_object(obj)
+        except ObjectError as err:
+            self.rejected["node"] += 1
+            log.warning("ignoring node: %s", err)
+            name = (obj.get("metadata") or {}).get("name")
+            if isinstance(name, str):
+                self.delete_node(name)
+            return
+        old = self._nodes.get(node.name)
+        self._nodes[node.name] = node
+        if old is None or _structure(old) != _structure(node):
+            self._state = None
+        elif self._state is not None and old.devices != node.devices:
+            for dev in node.devices:
+                self._state.set_device_health(node.name, dev.id, dev.healthy)
+
+    def delete_node(self, name: str) -> None:
+        """Forget a Node."""
+        if self._nodes.pop(name, None) is not None:
+            self._state = None
+
+    def replace_nodes(self, objs: Iterable[Mapping[str, Any]]) -> None:
+        """Make the nodes exactly ``objs`` (after a fresh list)."""
+        objs = list(objs)
+        names = {(o.get("metadata") or {}).get("name") for o in objs}
+        for name in [n for n in self._nodes if n not in names]:
+            self.delete_node(name)
+        for obj in objs:
+            self.upsert_node(obj)
+
+    # -- pods ------------------------------------------------------------------------
+
+    def upsert_pod(self, obj: Mapping[str, Any]) -> None:
+        """Add or update a Pod."""
+        try:
+            key = pod_key(obj)
+        except ObjectError as err:
+            self.rejected["pod"] += 1
+            log.warning("ignoring pod: %s", err)
+            return
+        try:
+            entry = pod_entry(obj)
+        except ObjectError as err:
+            self.rejected["pod"] += 1
+            log.warning("ignoring pod %s: %s", key, err)
+            entry = None
+        # A terminating pod (deletionTimestamp set) keeps its devices until it is gone.
+        self._set(key, entry)
+
+    def delete_pod(self, key: str) -> None:
+        """Forget a Pod (deleted from the API)."""
+        self._set(key, None)
+
+    def replace_pods(self, objs: Iterable[Mapping[str, Any]]) -> None:
+        """Make the pods exactly ``objs`` (after a fresh list)."""
+        objs = list(objs)
+        keys = set()
+        for obj in objs:
+            try:
+                keys.add(pod_key(obj))
+            except ObjectError:
+                continue
+        for key in [k for k in self._pods if k not in keys]:
+            self._set(key, None)
+        for obj in objs:
+            self.upsert_pod(obj)
+
+    def assume(self, key: str, uid: str, request: Request, placement: Placement) -> None:
+        """Hold ``placement`` for a pod being bound (before the API has it); may raise
+        ``PlacementError`` when it does not fit."""
+        state = self.state()
+        old = self._pods.get(key)
+        if old is not None and old.placement is not None:
+            state.unreserve(key)
+        try:
+            state.reserve(placement, request)
+        except PlacementError:
+            if old is not None:
+                self._reserve(old)
+            raise
+        self._pods[key] = PodEntry(key, uid, request, placement, False, True)
+
+    def entry(self, key: str) -> PodEntry | None:
+        """What the cache holds for a pod."""
+        return self._pods.get(key)
+
+    def _set(self, key: str, entry: PodEntry | None) -> None:
+        old = self._pods.get(key)
+        if old == entry:
+            return
+        if entry is None:
+            self._pods.pop(key, None)
+        else:
+            self._pods[key] = entry
+        if self._state is not None:
+            self._state.unreserve(key)
+            if entry is not None:
+                self._reserve(entry)
+
+    # -- state -----------------------------------------------------------------------
+
+    @property
+    def num_nodes(self) -> int:
+        """Nodes in the cache."""
+        return len(self._nodes)
+
+    @property
+    def num_pods(self) -> int:
+        """Pods in the cache (finished ones excluded)."""
+        return len(self._pods)
+
+    def state(self) -> ClusterState:
+        """The engine state, rebuilt if nodes changed."""
+        if self._state is None:
+            self._state = ClusterState([self._nodes[n] for n in sorted(self._nodes)])
+            self._engine = None
+            # Recorded placements first: they are facts; inferred ones fill in around them.
+            order = sorted(self._pods.values(), key=lambda e: (not e.recorded, e.assumed_at, e.key))
+            for entry in order:
+                self._reserve(entry)
+        return self._state
+
+    def engine(self) -> Engine:
+        """An engine over :meth:`state` with the configured policy and current task mix."""
+        state = self.state()
+        shapes = frozenset(shape_of(r) for r in self._mix())
+        if self._engine is None or shapes != self._shapes:
+            self._shapes = shapes
+            profile = self._factory(state, self._mix())
+            self._engine = Engine(state, profile, seed=self._seed)
+        return self._engine
+
+    def note_request(self, request: Request) -> None:
+        """Remember a request seen by filter, for the task mix."""
+        if request.wants_devices:
+            self._recent.append(request)
+
+    def _mix(self) -> list[Request]:
+        held = [e.request for e in self._pods.values() if e.request.wants_devices]
+        return held + list(self._recent)
+
+    def mask(self, names: Iterable[str]) -> tuple[np.ndarray, list[str]]:
+        """Boolean mask over the state's nodes for ``names``, and the names not known."""
+        state = self.state()
+        mask = np.zeros(state.num_nodes, dtype=bool)
+        unknown = []
+        index = state.node_index
+        for name in names:
+            i = index.get(name)
+            if i is None:
+                unknown.append(name)
+            else:
+                mask[i] = True
+        return mask, unknown
+
+    @contextmanager
+    def released(self, key: str) -> Iterator[PodEntry | None]:
+        """While inside, the pod's own unbound placement is given back (so it is decided
+        afresh, as if it held nothing); restored on exit."""
+        entry = self._pods.get(key)
+        state = self.state()
+        if entry is None or entry.bound or entry.placement is None:
+            yield entry
+            return
+        state.unreserve(key)
+        try:
+            yield entry
+        finally:
+            if key in self._pods and key not in state.holdings and self._state is state:
+                self._reserve(self._pods[key])
+
+    def _reserve(self, entry: PodEntry) -> None:
+        state = self._state
+        placement = entry.placement
+        if state is None or placement is None:
+            return
+        i = state.node_index.get(placement.node)
+        if i is None:
+            return  # a node not (yet) in the cache: accounted once it appears
+        request = entry.request
+        if entry.recorded:
+            placement = self._resolve(i, placement)
+        elif request.wants_devices:
+            placement = self._infer(state, i, placement, request)
+        try:
+            state.reserve(placement, request)
+            return
+        except PlacementError as err:
+            problem = str(err)
+        # CPU or memory may be counted differently by kube-scheduler (pod overhead,
+        # static pods); never lose the devices over it.
+        try:
+            state.reserve(placement, replace(request, cpu_milli=0, memory_mib=0))
+        except PlacementError:
+            self.conflicts += 1
+            log.error("pod %s: its placement does not fit the cache: %s", entry.key, problem)
+
+    def _resolve(self, i: int, placement: Placement) -> Placement:
+        """Device entries written as indices (older writers) to device ids."""
+        node = self._state.nodes[i]  # type: ignore[union-attr]
+        ids = {d.id for d in node.devices}
+        by_index = {str(d.index): d.id for d in node.devices}
+        resolved = tuple(d if d in ids else by_index.get(d, d) for d in placement.device_ids)
+        return replace(placement, device_ids=resolved)
+
+    def _infer(self, state: ClusterState, i: int, placement: Placement, req: Request) -> Placement:
+        """Devices for a bound pod without a record: the engine's default choice."""
+        try:
+            slots, shares = select_devices_packed(state, req, i)
+        except (IndexError, ValueError):
+            slots, shares = [], []
+        if len(slots) != max(req.npus, 1 if req.share_milli else 0):
+            log.warning(
+                "pod %s: bound to %s without a record, and no free NPU fits",
+                req.name,
+                placement.node,
+            )
+            return placement
+        return replace(placement, device_ids=state.device_ids(i, slots), shares_milli=tuple(shares))

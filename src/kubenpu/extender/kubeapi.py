@@ -1,0 +1,139 @@
+"""The extender's API access with the official Kubernetes client (the one module that
+imports it): list and watch for the informers, and the calls bind makes.
+
+Everything is read and written as raw JSON (``_preload_content=False``): the cache works
+on plain dicts and building the client's models would cost milliseconds per object.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from kubenpu.extender.core import ApiError, Conflict
+
+_MERGE_PATCH = "application/merge-patch+json"
+#: Timeout of one API request, seconds.
+_TIMEOUT = 10
+#: How long the server keeps a watch open before ending it (it is then resumed).
+WATCH_TIMEOUT_S = 240
+
+
+def _error(err: ApiException, what: str) -> ApiError:
+    try:
+        message = json.loads(err.body or "{}").get("message") or err.reason
+    except ValueError:
+        message = err.reason
+    cls = Conflict if err.status == 409 else ApiError
+    return cls(f"{what}: {err.status} {message}", err.status or 0)
+
+
+class KubernetesApi:
+    """``KubeApi`` plus list/watch, over one ``ApiClient`` of the official client."""
+
+    def __init__(self, kubeconfig: str = "") -> None:
+        # An own ApiClient: loading into the client's global default would leak into others.
+        if kubeconfig:
+            api_client = config.new_client_from_config(config_file=kubeconfig)
+        else:
+            configuration = client.Configuration()
+            config.load_incluster_config(client_configuration=configuration)
+            api_client = client.ApiClient(configuration)
+        self.core = client.CoreV1Api(api_client)
+
+    # -- informers -------------------------------------------------------------------
+
+    def _lister(self, kind: str) -> Any:
+        return self.core.list_node if kind == "nodes" else self.core.list_pod_for_all_namespaces
+
+    def list(self, kind: str) -> tuple[list[dict[str, Any]], str]:
+        """Every object of ``kind`` ("nodes" or "pods") and the list's resourceVersion."""
+        try:
+            response = self._lister(kind)(_preload_content=False, _request_timeout=60)
+        except ApiException as err:
+            raise _error(err, f"list {kind}") from None
+        data = json.loads(response.data)
+        return data.get("items") or [], str(data["metadata"]["resourceVersion"])
+
+    def watch(self, kind: str, version: str) -> Iterator[dict[str, Any]]:
+        """Watch events of ``kind`` from ``version`` until the server ends the watch."""
+        try:
+            response = self._lister(kind)(
+                watch=True,
+                resource_version=version,
+                allow_watch_bookmarks=True,
+                timeout_seconds=WATCH_TIMEOUT_S,
+                _preload_content=False,
+                _request_timeout=(_TIMEOUT, WATCH_TIMEOUT_S + 30),
+            )
+        except ApiException as err:
+            if err.status == 410:
+                yield {"type": "ERROR", "object": {"code": 410, "message": "Gone"}}
+                return
+            raise _error(err, f"watch {kind}") from None
+        try:
+            buffer = b""
+            for chunk in response.stream(amt=None):
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    if line.strip():
+                        yield json.loads(line)
+        finally:
+            response.release_conn()
+
+    # -- bind ------------------------------------------------------------------------
+
+    def get_pod(self, namespace: str, name: str) -> dict[str, Any]:
+        """The Pod, read from the API server."""
+        try:
+            response = self.core.read_namespaced_pod(
+                name, namespace, _preload_content=False, _request_timeout=_TIMEOUT
+            )
+        except ApiException as err:
+            raise _error(err, f"get pod {namespace}/{name}") from None
+        return json.loads(response.data)
+
+    def patch_pod(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Apply a JSON merge patch (a resourceVersion in it is a precondition)."""
+        try:
+            response = self.core.patch_namespaced_pod(
+                name,
+                namespace,
+                body,
+                _content_type=_MERGE_PATCH,
+                _preload_content=False,
+                _request_timeout=_TIMEOUT,
+            )
+        except ApiException as err:
+            raise _error(err, f"patch pod {namespace}/{name}") from None
+        return json.loads(response.data)
+
+    def list_pods(self, label_selector: str) -> list[dict[str, Any]]:
+        """Pods matching ``label_selector``, a consistent read (no resourceVersion given)."""
+        try:
+            response = self.core.list_pod_for_all_namespaces(
+                label_selector=label_selector, _preload_content=False, _request_timeout=_TIMEOUT
+            )
+        except ApiException as err:
+            raise _error(err, f"list pods {label_selector}") from None
+        return json.loads(response.data).get("items") or []
+
+    def bind_pod(self, namespace: str, name: str, uid: str, node: str) -> None:
+        """POST the pod's ``binding`` subresource (with the pod's uid as a precondition)."""
+        body = {
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": {"name": name, "namespace": namespace, "uid": uid},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+        }
+        try:
+            self.core.create_namespaced_pod_binding(
+                name, namespace, body, _preload_content=False, _request_timeout=_TIMEOUT
+            )
+        except ApiException as err:
+            raise _error(err, f"bind pod {namespace}/{name} to {node}") from None

@@ -1,0 +1,156 @@
+"""HTTP(S) front of the extender: JSON in, :class:`core.Extender` call, JSON out.
+
+Routes (``prefix`` + verb, POST): ``/filter``, ``/prioritize``, ``/bind``; GET
+``/healthz`` (the process answers), ``/readyz`` (synced with the API server) and
+``/metrics``. A body that is not what kube-scheduler sends gets 400 with a clear message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+import threading
+from collections.abc import Callable
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from kubenpu.extender.core import Extender
+from kubenpu.extender.wire import WireError, parse_binding_args, parse_extender_args
+
+log = logging.getLogger(__name__)
+
+#: Largest request body accepted (a NodeList of thousands of full Nodes fits).
+MAX_BODY = 64 * 1024 * 1024
+
+#: Says whether the extender is ready, and why not.
+Readiness = Callable[[], tuple[bool, str]]
+
+
+class ExtenderHTTPServer(ThreadingHTTPServer):
+    """One thread per connection; kube-scheduler keeps its connections alive."""
+
+    daemon_threads = True
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        extender: Extender,
+        *,
+        ready: Readiness = lambda: (True, ""),
+        prefix: str = "",
+        tls: tuple[str, str] | None = None,
+    ) -> None:
+        super().__init__(address, ExtenderHandler)
+        self.extender = extender
+        self.ready = ready
+        self.prefix = prefix.rstrip("/")
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            context.load_cert_chain(*tls)
+            self.socket = context.wrap_socket(self.socket, server_side=True)
+
+    @property
+    def port(self) -> int:
+        """The port it listens on (useful with port 0)."""
+        return int(self.server_address[1])
+
+    def start(self) -> threading.Thread:
+        """Serve in a daemon thread."""
+        thread = threading.Thread(target=self.serve_forever, name="http", daemon=True)
+        thread.start()
+        return thread
+
+
+class ExtenderHandler(BaseHTTPRequestHandler):
+    """Translates one HTTP request."""
+
+    server: ExtenderHTTPServer
+    protocol_version = "HTTP/1.1"
+    server_version = "kubenpu-scheduler"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # Every call would be a line; decisions are counted in metrics instead.
+        log.debug("%s " + format, self.address_string(), *args)
+
+    def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, status: int, data: Any) -> None:
+        self._send(status, json.dumps(data, separators=(",", ":")).encode())
+
+    def _verb(self) -> str | None:
+        prefix = self.server.prefix
+        path = self.path.split("?", 1)[0]
+        if prefix and not path.startswith(prefix + "/"):
+            return None
+        return path[len(prefix) :]
+
+    def do_GET(self) -> None:
+        """Health, readiness and metrics."""
+        path = self.path.split("?", 1)[0]
+        if path == "/healthz":
+            self._send(200, b"ok\n", "text/plain")
+        elif path == "/readyz":
+            ok, why = self.server.ready()
+            status = 200 if ok else HTTPStatus.SERVICE_UNAVAILABLE
+            self._send(status, (("ok" if ok else why) + "\n").encode(), "text/plain")
+        elif path == "/metrics":
+            body = self.server.extender.metrics.render()
+            self._send(200, body, "text/plain; version=0.0.4; charset=utf-8")
+        else:
+            self._send(404, b"not found\n", "text/plain")
+
+    def do_POST(self) -> None:
+        """filter, prioritize, bind."""
+        verb = self._verb()
+        if verb not in ("/filter", "/prioritize", "/bind"):
+            self._json(404, {"Error": f"unknown path {self.path[:100]!r}"})
+            return
+        try:
+            data = self._body()
+            extender = self.server.extender
+            if verb == "/bind":
+                self._json(200, extender.bind(parse_binding_args(data)))
+                return
+            args, names = parse_extender_args(data)
+            if verb == "/filter":
+                result = extender.filter(args, names)
+                if args.get("NodeNames") is None:  # called with full Nodes: answer with Nodes
+                    keep = set(result["NodeNames"] or [])
+                    items = (args.get("Nodes") or {}).get("items") or []
+                    result["Nodes"] = {"items": [n for n in items if n["metadata"]["name"] in keep]}
+                    result["NodeNames"] = None
+                self._json(200, result)
+            else:
+                self._json(200, extender.prioritize(args, names))
+        except WireError as err:
+            extender_verb = verb.lstrip("/")
+            self.server.extender.metrics.decisions.labels(extender_verb, "bad_request").inc()
+            self._json(400, {"Error": f"bad {extender_verb} request: {err}"})
+        except Exception:
+            log.exception("%s failed", verb)
+            self._json(
+                500, {"Error": f"internal error in {verb.lstrip('/')}; see the extender log"}
+            )
+
+    def _body(self) -> Any:
+        length = self.headers.get("Content-Length")
+        if length is None or not length.isdigit():
+            raise WireError("a Content-Length header is required")
+        size = int(length)
+        if size > MAX_BODY:
+            # Not read: the connection cannot be reused.
+            self.close_connection = True
+            raise WireError(f"body of {size} bytes is over the limit of {MAX_BODY}")
+        raw = self.rfile.read(size)
+        try:
+            return json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise WireError(f"body is not JSON: {err}") from None

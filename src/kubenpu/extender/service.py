@@ -1,0 +1,112 @@
+"""The running extender: cache + decisions + informers for Nodes and Pods, and readiness."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
+
+from kubenpu.adapters.kube import ObjectError, pod_key
+from kubenpu.extender.cache import ClusterCache
+from kubenpu.extender.core import Extender, KubeApi
+from kubenpu.extender.informer import Informer
+from kubenpu.extender.metrics import ExtenderMetrics
+
+log = logging.getLogger(__name__)
+
+
+class WatchableApi(KubeApi, Protocol):
+    """``KubeApi`` plus what the informers need."""
+
+    def list(self, kind: str) -> tuple[list[dict[str, Any]], str]:
+        """Every object of ``kind`` ("nodes" or "pods") and the resourceVersion."""
+
+    def watch(self, kind: str, version: str) -> Iterator[dict[str, Any]]:
+        """Watch events of ``kind`` from ``version``."""
+
+
+class ExtenderService:
+    """Everything ``kubenpu scheduler`` runs but the HTTP server."""
+
+    def __init__(self, api: WatchableApi, *, policy: str = "", seed: int = 0) -> None:
+        self.metrics = ExtenderMetrics()
+        self.cache = ClusterCache(policy, seed=seed)
+        self.extender = Extender(self.cache, api, self.metrics)
+        self.stop = threading.Event()
+        self.informers = [
+            self._informer(api, "nodes", self._node_event, self.cache.replace_nodes),
+            self._informer(api, "pods", self._pod_event, self.cache.replace_pods),
+        ]
+        self._threads: list[threading.Thread] = []
+
+    def _informer(
+        self,
+        api: WatchableApi,
+        kind: str,
+        on_event: Callable[[str, dict[str, Any]], None],
+        replace: Callable[[list[dict[str, Any]]], None],
+    ) -> Informer:
+        def on_replace(items: list[dict[str, Any]]) -> None:
+            with self.extender.lock:
+                replace(items)
+                self._gauges()
+            log.info("%s: synced %d objects", kind, len(items))
+
+        return Informer(
+            kind,
+            lambda: api.list(kind),
+            lambda version: api.watch(kind, version),
+            on_replace=on_replace,
+            on_event=on_event,
+            on_relist=lambda: self.metrics.resyncs.labels(kind).inc(),
+            stop=self.stop,
+        )
+
+    def _node_event(self, kind: str, obj: dict[str, Any]) -> None:
+        with self.extender.lock:
+            if kind == "DELETED":
+                self.cache.delete_node(str((obj.get("metadata") or {}).get("name", "")))
+            else:
+                self.cache.upsert_node(obj)
+            self._gauges()
+
+    def _pod_event(self, kind: str, obj: dict[str, Any]) -> None:
+        with self.extender.lock:
+            if kind == "DELETED":
+                try:
+                    self.cache.delete_pod(pod_key(obj))
+                except ObjectError:
+                    return
+            else:
+                self.cache.upsert_pod(obj)
+            self._gauges()
+
+    def _gauges(self) -> None:
+        gauge = self.metrics.cache_objects
+        gauge.labels("nodes").set(self.cache.num_nodes)
+        gauge.labels("pods").set(self.cache.num_pods)
+        gauge.labels("placements").set(len(self.cache.state().holdings))
+
+    def ready(self) -> tuple[bool, str]:
+        """Ready when every informer is synced (and has not lost the API since)."""
+        waiting = [i.kind for i in self.informers if not i.synced.is_set()]
+        self.metrics.ready.set(0 if waiting else 1)
+        if waiting:
+            return False, f"not synced with the API server: {', '.join(waiting)}"
+        return True, ""
+
+    def start(self) -> None:
+        """Start the informers in daemon threads."""
+        for informer in self.informers:
+            thread = threading.Thread(target=informer.run, name=informer.kind, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def wait_synced(self, timeout: float) -> bool:
+        """Wait until every informer synced once; False on timeout."""
+        return all(i.synced.wait(timeout) for i in self.informers)
+
+    def shutdown(self) -> None:
+        """Stop the informers (their current watch ends with its timeout at the latest)."""
+        self.stop.set()
