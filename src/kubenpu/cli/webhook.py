@@ -19,9 +19,12 @@ def webhook(
         Path, typer.Option("--tls-cert-file", help="Serving certificate (PEM); reloaded on change.")
     ],
     tls_private_key_file: Annotated[
-        Path, typer.Option("--tls-private-key-file", help="Its private key (PEM).")
+        Path,
+        typer.Option("--tls-private-key-file", "--tls-key-file", help="Its private key (PEM)."),
     ],
-    listen_address: str = typer.Option("0.0.0.0", "--listen-address", help="Address to listen on."),
+    listen_address: str = typer.Option(
+        "0.0.0.0", "--listen-address", "--host", help="Address to listen on."
+    ),
     port: int = typer.Option(8443, "--port", help="HTTPS port (/validate, /mutate, probes)."),
     kubeconfig: str = typer.Option(
         "",
