@@ -20,7 +20,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "deploy" / "helm" / "kubenpu"
-RELEASE = "kubenpu"
+#: Not plain "kubenpu": `kubenpu dev-cluster` registers webhook configurations named
+#: kubenpu-webhook of its own, which the chart's objects must not collide with.
+RELEASE = "kubenpu-ci"
 NAMESPACE = "kubenpu-system"
 
 #: Value sets every rendering test runs through: the default install and the variations an

@@ -13,6 +13,7 @@ from cryptography import x509
 from deploy.chart import (
     CHART,
     NAMESPACE,
+    RELEASE,
     VARIANTS,
     HelmError,
     find,
@@ -65,7 +66,7 @@ def test_default_render_has_every_component() -> None:
     assert deployments == {"extender", "scheduler", "webhook"}
     for obj in objects:
         labels = obj["metadata"]["labels"]
-        assert labels["app.kubernetes.io/instance"] == "kubenpu"
+        assert labels["app.kubernetes.io/instance"] == RELEASE
         assert labels["app.kubernetes.io/managed-by"] == "Helm"
         if (
             obj["kind"] not in ("ClusterRole", "ClusterRoleBinding")
@@ -334,20 +335,20 @@ def test_cert_manager_issues_the_certificate_and_injects_the_ca() -> None:
     assert find(objects, "Secret") == []
     certificates = {c["metadata"]["name"]: c for c in find(objects, "Certificate")}
     issuers = {i["metadata"]["name"]: i for i in find(objects, "Issuer")}
-    serving = certificates["kubenpu-webhook"]
+    serving = certificates[f"{RELEASE}-webhook"]
     service = one(objects, "Service", "webhook")["metadata"]["name"]
     assert f"{service}.{NAMESPACE}.svc" in serving["spec"]["dnsNames"]
     assert issuers[serving["spec"]["issuerRef"]["name"]]["spec"] == {
-        "ca": {"secretName": "kubenpu-webhook-ca"}
+        "ca": {"secretName": f"{RELEASE}-webhook-ca"}
     }
-    assert certificates["kubenpu-webhook-ca"]["spec"]["isCA"] is True
+    assert certificates[f"{RELEASE}-webhook-ca"]["spec"]["isCA"] is True
     deployment = one(objects, "Deployment", "webhook")
     (tls,) = [v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "tls"]
     assert tls["secret"]["secretName"] == serving["spec"]["secretName"]
     for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
         config = one(objects, kind)
         assert config["metadata"]["annotations"] == {
-            "cert-manager.io/inject-ca-from": f"{NAMESPACE}/kubenpu-webhook"
+            "cert-manager.io/inject-ca-from": f"{NAMESPACE}/{RELEASE}-webhook"
         }
         assert "caBundle" not in config["webhooks"][0]["clientConfig"]
     # An existing issuer: the chart makes no CA of its own.

@@ -1,0 +1,109 @@
+"""Least privilege, checked on every rendered variant.
+
+Each component's rules are stated here exactly, so that widening one is a deliberate
+change to this table (with the API call that needs it), never a side effect.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from deploy.chart import NAMESPACE, VARIANTS, find, render
+
+#: (apiGroup, resource) -> verbs, per component; what each one's code calls.
+EXPECTED_RULES: dict[str, dict[tuple[str, str], set[str]]] = {
+    # sharing only: list the node's pending pods (kubenpu.deviceplugin.sharing).
+    "device-plugin": {("", "pods"): {"list"}},
+    # watch-fed cache of nodes and pods, the placement patch, the Binding, events.
+    "extender": {
+        ("", "nodes"): {"get", "list", "watch"},
+        ("", "pods"): {"get", "list", "watch", "patch"},
+        ("", "pods/binding"): {"create"},
+        ("", "events"): {"create", "patch"},
+        ("events.k8s.io", "events"): {"create", "patch"},
+    },
+    # the largest NPU node and the namespace's registry annotations
+    # (kubenpu.webhook.lookups: list_node, read_namespace).
+    "webhook": {("", "nodes"): {"list"}, ("", "namespaces"): {"get"}},
+}
+#: Built-in roles the secondary kube-scheduler is bound to (the platform scheduler's own).
+SCHEDULER_CLUSTER_ROLES = {"system:kube-scheduler", "system:volume-scheduler"}
+FORBIDDEN_VERBS = {"*", "escalate", "bind", "impersonate", "delete", "deletecollection"}
+SENSITIVE = {"secrets", "serviceaccounts/token", "certificatesigningrequests", "*"}
+
+
+def flatten(rules: list[dict[str, Any]]) -> dict[tuple[str, str], set[str]]:
+    out: dict[tuple[str, str], set[str]] = {}
+    for rule in rules:
+        for group in rule.get("apiGroups", []):
+            for resource in rule.get("resources", []):
+                out.setdefault((group, resource), set()).update(rule["verbs"])
+    return out
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_no_wildcards_no_secrets_no_escalation(variant: str) -> None:
+    objects = render(VARIANTS[variant])
+    roles = find(objects, "ClusterRole") + find(objects, "Role")
+    assert roles
+    for role in roles:
+        for rule in role["rules"]:
+            where = f"{role['kind']} {role['metadata']['name']}: {rule}"
+            assert "*" not in rule.get("apiGroups", []), where
+            assert not SENSITIVE & set(rule.get("resources", [])), where
+            assert not FORBIDDEN_VERBS & set(rule["verbs"]), where
+            assert "nonResourceURLs" not in rule, where
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_each_component_gets_exactly_its_rules(variant: str) -> None:
+    objects = render(VARIANTS[variant])
+    for role in find(objects, "ClusterRole"):
+        component = role["metadata"]["labels"]["app.kubernetes.io/component"]
+        assert flatten(role["rules"]) == EXPECTED_RULES[component], role["metadata"]["name"]
+        # No rule is narrowed by resourceNames that could silently widen later.
+        assert all("resourceNames" not in r for r in role["rules"])
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_bindings_bind_chart_service_accounts_only(variant: str) -> None:
+    objects = render(VARIANTS[variant])
+    accounts = {(NAMESPACE, sa["metadata"]["name"]): sa for sa in find(objects, "ServiceAccount")}
+    own_roles = {
+        r["metadata"]["name"] for r in find(objects, "ClusterRole") + find(objects, "Role")
+    }
+    for binding in find(objects, "ClusterRoleBinding") + find(objects, "RoleBinding"):
+        for subject in binding["subjects"]:
+            assert subject["kind"] == "ServiceAccount"
+            assert (subject["namespace"], subject["name"]) in accounts, binding["metadata"]["name"]
+        role = binding["roleRef"]["name"]
+        component = binding["metadata"]["labels"]["app.kubernetes.io/component"]
+        if component == "scheduler" and binding["kind"] == "ClusterRoleBinding":
+            assert role in SCHEDULER_CLUSTER_ROLES
+        else:
+            assert role in own_roles, binding["metadata"]["name"]
+    for sa in accounts.values():
+        # Tokens are mounted only by the pods that use the API (automount on the pod).
+        assert sa["automountServiceAccountToken"] is False
+
+
+def test_scheduler_lease_role_is_limited_to_its_own_lease() -> None:
+    (role,) = find(render(), "Role")
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": ["kubenpu-scheduler"],
+            "verbs": ["get", "update"],
+        },
+    ]
+
+
+def test_rbac_create_false_renders_no_rbac() -> None:
+    objects = render({"rbac": {"create": False}})
+    for kind in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"):
+        assert find(objects, kind) == []
