@@ -26,6 +26,7 @@ from deploy.chart import (
 )
 from kubenpu import names
 from kubenpu.deviceplugin.config import parse_config_text, resolve_config
+from kubenpu.extender.config import extender_entry
 
 
 def container(workload: dict[str, Any]) -> dict[str, Any]:
@@ -248,14 +249,16 @@ def test_secondary_scheduler_calls_the_extender_service() -> None:
     service = one(objects, "Service", "extender")
     port = service["spec"]["ports"][0]["port"]
     (extender,) = config["extenders"]
-    assert extender["urlPrefix"] == (f"http://{service['metadata']['name']}.{NAMESPACE}.svc:{port}")
-    assert extender["nodeCacheCapable"] is True
-    assert extender["bindVerb"] == "bind"
+    url = f"http://{service['metadata']['name']}.{NAMESPACE}.svc:{port}"
+    # The very entry the extender defines for itself (and the dev cluster uses).
+    assert extender == extender_entry(url)
     assert {r["name"] for r in extender["managedResources"]} == {
         names.RESOURCE_NPU,
         names.RESOURCE_NPU_CORE,
         names.RESOURCE_NPU_MEM,
     }
+    args = container(one(objects, "Deployment", "extender"))["args"]
+    assert "--port=8888" in args and "--address=0.0.0.0" in args
     assert config["profiles"] == [{"schedulerName": "kubenpu-scheduler"}]
     assert config["leaderElection"]["resourceName"] == "kubenpu-scheduler"
     deployment = one(objects, "Deployment", "scheduler")

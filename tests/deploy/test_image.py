@@ -82,7 +82,7 @@ def test_every_command_the_chart_runs_exists_in_the_image() -> None:
         (container,) = workload["spec"]["template"]["spec"]["containers"]
         command = container["command"]
         if command[0] == "kubenpu":
-            assert command[1] in COMMANDS or command[1] in {"scheduler", "webhook"}, command
+            assert command[1] in COMMANDS, command
         elif command[0] == "python":
             assert command[1] == "-m"
             module = src / Path(*command[2].split("."))
@@ -90,3 +90,38 @@ def test_every_command_the_chart_runs_exists_in_the_image() -> None:
             assert '__name__ == "__main__"' in source, command
         else:
             assert command[0] == "kube-scheduler", command
+
+
+def cli_options(sub_command: str) -> set[str]:
+    """Every option name (``--x``) the ``kubenpu`` sub-command accepts."""
+    import typer
+
+    from kubenpu.cli.main import build_app
+
+    group = typer.main.get_command(build_app(sub_command))
+    command = group.commands[sub_command]  # type: ignore[attr-defined]
+    return {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
+
+
+def test_every_flag_the_chart_passes_is_one_the_command_accepts() -> None:
+    variants = [
+        {},
+        {"extender": {"policy": "fgd", "pathPrefix": "/scheduler"}},
+        {"extender": {"tls": {"enabled": True, "secretName": "extender-tls"}}},
+    ]
+    by_module = {"kubenpu.cli.device_plugin": "device-plugin"}
+    seen = set()
+    for values in variants:
+        for workload in workloads(render(values)):
+            (container,) = workload["spec"]["template"]["spec"]["containers"]
+            command = container["command"]
+            if command[0] == "kube-scheduler":
+                continue
+            sub = command[1] if command[0] == "kubenpu" else by_module[command[2]]
+            accepted = cli_options(sub)
+            for arg in container.get("args", []):
+                flag = arg.split("=", 1)[0]
+                assert flag in accepted, f"kubenpu {sub} has no {flag}"
+                seen.add((sub, flag))
+    assert ("scheduler", "--tls-cert") in seen and ("scheduler", "--url-prefix") in seen
+    assert ("webhook", "--tls-cert-file") in seen

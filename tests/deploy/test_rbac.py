@@ -16,13 +16,12 @@ from deploy.chart import NAMESPACE, VARIANTS, find, render
 EXPECTED_RULES: dict[str, dict[tuple[str, str], set[str]]] = {
     # sharing only: list the node's pending pods (kubenpu.deviceplugin.sharing).
     "device-plugin": {("", "pods"): {"list"}},
-    # watch-fed cache of nodes and pods, the placement patch, the Binding, events.
+    # watch-fed cache of nodes and pods, the placement patch, the Binding
+    # (kubenpu.extender.config.RBAC_RULES, compared below).
     "extender": {
         ("", "nodes"): {"get", "list", "watch"},
         ("", "pods"): {"get", "list", "watch", "patch"},
         ("", "pods/binding"): {"create"},
-        ("", "events"): {"create", "patch"},
-        ("events.k8s.io", "events"): {"create", "patch"},
     },
     # the largest NPU node and the namespace's registry annotations
     # (kubenpu.webhook.lookups: list_node, read_namespace).
@@ -87,6 +86,13 @@ def test_bindings_bind_chart_service_accounts_only(variant: str) -> None:
     for sa in accounts.values():
         # Tokens are mounted only by the pods that use the API (automount on the pod).
         assert sa["automountServiceAccountToken"] is False
+
+
+def test_extender_rules_are_the_extenders_own() -> None:
+    from kubenpu.extender.config import RBAC_RULES
+
+    (role,) = find(render(), "ClusterRole", "extender")
+    assert flatten(role["rules"]) == flatten(RBAC_RULES)
 
 
 def test_scheduler_lease_role_is_limited_to_its_own_lease() -> None:

@@ -29,13 +29,18 @@ extenders:
     enableHTTPS: {{ .Values.extender.tls.enabled }}
     {{- if .Values.extender.tls.enabled }}
     tlsConfig:
+      {{- if .Values.extender.tls.caData }}
+      caData: {{ .Values.extender.tls.caData }}
+      {{- else }}
       insecure: {{ .Values.extender.tls.insecure }}
+      {{- end }}
     {{- end }}
     httpTimeout: {{ $sc.extender.httpTimeout }}
     # Only node names travel: the extender keeps its own watch-fed node cache.
     nodeCacheCapable: true
     ignorable: {{ $sc.extender.ignorable }}
-    # Pods asking for none of these never reach the extender.
+    # Pods asking for none of these never reach the extender. Not ignoredByScheduler:
+    # kube-scheduler's own fit still counts them per node (kubenpu.extender.config).
     managedResources:
       - name: aliyun.com/npu
         ignoredByScheduler: false
