@@ -13,12 +13,15 @@ scored once and the engine's tie-break order picks among equals.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import numpy as np
 
 from kubenpu.engine import fit
 from kubenpu.engine.fragmentation import HostAwareFragmentation, TaskMix
 from kubenpu.engine.framework import MAX_SCORE, Cycle, Policy
 from kubenpu.engine.state import ClusterState
+from kubenpu.model import Request
 
 #: Changes of the measure closer than this (milli) are equal: float noise, not a preference.
 RESOLUTION = 1e-6
@@ -51,35 +54,82 @@ class NodeStates:
         return self.ids
 
 
+class _Drops:
+    """For one request shape: the drop of fragmentation per node, with when it was computed.
+
+    A node's drop depends only on that node's state, so it stays valid until the node
+    changes; for shares, also the free compute of the device that gives it.
+    """
+
+    BYTES_PER_NODE = 8 + 2 + 8
+
+    def __init__(self, n: int):
+        self.drop = np.zeros(n)
+        self.free = np.zeros(n, dtype=np.int16)
+        #: ``ClusterState.version`` when each entry was computed (-1: never).
+        self.seen = np.full(n, -1, dtype=np.int64)
+
+
 class KubenpuPolicy(Policy):
     """Host-aware fragmentation gradient descent over the workload's full task mix."""
 
     name = "kubenpu"
+    #: Memory for drops kept per request shape (least recently used dropped first): a
+    #: decision then recomputes only the nodes changed since its shape was last seen.
+    CACHE_BYTES = 128 << 20
 
     def __init__(self, mix: TaskMix, state: ClusterState):
         self.frag = HostAwareFragmentation(mix, state)
         self.states = NodeStates(state)
+        self._cache: OrderedDict[tuple, _Drops] = OrderedDict()
+        self._cache_max = max(16, self.CACHE_BYTES // (_Drops.BYTES_PER_NODE * state.num_nodes))
+
+    def _drops(self, req: Request) -> _Drops:
+        key = (
+            req.cpu_milli,
+            req.memory_mib,
+            req.npus,
+            req.share_milli,
+            req.share_memory_mib,
+            req.models,
+        )
+        entry = self._cache.get(key)
+        if entry is None:
+            entry = self._cache[key] = _Drops(self.frag.state.num_nodes)
+            if len(self._cache) > self._cache_max:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(key)
+        return entry
 
     def score(self, cycle: Cycle) -> np.ndarray:
         s, req, cand = cycle.state, cycle.request, cycle.candidates
-        self.frag.sync()
-        _, first, inverse = np.unique(
-            self.states.sync()[cand], return_index=True, return_inverse=True
-        )
-        nodes = cand[first]  # one node per distinct state
-        if req.share_milli:
-            drop, best_free = self._best_devices(s, req, nodes)
-            cycle.data[self.name] = (cand, best_free[inverse])
-        else:
-            drop = self.frag.current[nodes] - self.frag.after_whole(nodes, req)
-        drop = np.round(drop / RESOLUTION) * RESOLUTION
+        entry = self._drops(req)
+        cycle.data[self.name] = entry
+        stale = cand[entry.seen[cand] < s.node_version[cand]]
+        if stale.size:
+            self.frag.sync()
+            _, first, inverse = np.unique(
+                self.states.sync()[stale], return_index=True, return_inverse=True
+            )
+            nodes = stale[first]  # one node per distinct state
+            if req.share_milli:
+                drop, free = self._best_devices(s, req, nodes)
+                entry.free[stale] = free[inverse]
+            else:
+                drop = self.frag.current[nodes] - self.frag.after_whole(nodes, req)
+            entry.drop[stale] = (np.round(drop / RESOLUTION) * RESOLUTION)[inverse]
+            entry.seen[stale] = s.version
+        drop = entry.drop[cand]
         lo, hi = drop.min(), drop.max()
         if hi == lo:
             return np.full(cand.size, float(MAX_SCORE))
         # (x - lo) / (hi - lo) is exactly 1 at the top, so the best scores exactly MAX_SCORE.
-        return ((drop - lo) / (hi - lo) * MAX_SCORE)[inverse]
+        return (drop - lo) / (hi - lo) * MAX_SCORE
 
-    def _best_devices(self, s: ClusterState, req, nodes: np.ndarray):
+    def _best_devices(
+        self, s: ClusterState, req: Request, nodes: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Per node, the best drop of fragmentation over its fitting devices, and the free
         compute of the device that gives it (the tightest such device on ties)."""
         pos, slots = np.nonzero(fit.device_fit(s, req)[nodes])
@@ -99,8 +149,7 @@ class KubenpuPolicy(Policy):
         req = cycle.request
         if not req.share_milli:
             return super().select_devices(cycle, node)
-        cand, best_free = cycle.data[self.name]
-        want = best_free[np.searchsorted(cand, node)]
+        want = cycle.data[self.name].free[node]
         # A node in the same state as the one scored has a fitting device this free.
         fits = fit.device_fit(cycle.state, req)[node] & (cycle.state.dev_free[node] == want)
         return [int(np.flatnonzero(fits)[0])], [req.share_milli]

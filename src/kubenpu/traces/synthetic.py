@@ -40,12 +40,15 @@ def _node(name: str, cpu: int, mem_gib: int, npus: int, model: str, itype: str) 
     return Node(name, cpu * 1000, mem_gib * 1024, devices, labels)
 
 
-def cluster(num_nodes: int = DEFAULT_NODES) -> list[Node]:
-    """``num_nodes`` nodes: three quarters 8-NPU reference workers, one quarter 4-NPU nodes."""
+def cluster(num_nodes: int = DEFAULT_NODES, small: bool = True) -> list[Node]:
+    """``num_nodes`` nodes: three quarters 8-NPU reference workers, one quarter 4-NPU nodes.
+
+    With ``small=False`` every node is an 8-NPU reference worker (8 x ``num_nodes`` NPUs).
+    """
     nodes = []
     for i in range(num_nodes):
         name = f"npu-node-{i:05d}"
-        if i % 4 == 3:
+        if small and i % 4 == 3:
             nodes.append(_node(name, 48, 192, 4, _SMALL_MODEL, "ecs.ebman1.12xlarge"))
         else:
             nodes.append(_node(name, 104, 384, 8, REFERENCE_NPU_MODEL, REFERENCE_INSTANCE_TYPE))
