@@ -182,7 +182,9 @@ def test_install_upgrade_uninstall(apiserver: ApiServer) -> None:
             webhook = apiserver.get("validatingwebhookconfiguration", "npu-kubenpu-webhook")
             assert webhook["webhooks"][0]["clientConfig"]["caBundle"] == before["ca.crt"]
 
-            check_rbac(apiserver)
+            # Before any pod is created: see check_webhook_registration.
+            apiserver.kubectl("delete", "service", "npu-kubenpu-webhook", "-n", LIVE_NAMESPACE)
+            check_rbac(apiserver)  # (also gives the API server time to see the deletion)
             check_webhook_registration(apiserver)
 
             out = helm(
@@ -253,16 +255,24 @@ def check_rbac(apiserver: ApiServer) -> None:
 
 
 def check_webhook_registration(apiserver: ApiServer) -> None:
-    """Registered for NPU pods only: with no webhook pod running (no controllers here),
-    an NPU pod fails at the webhook, a pod without NPUs is admitted untouched."""
+    """Registered for NPU pods only: an NPU pod is sent to the webhook, a pod without NPUs
+    is admitted untouched.
+
+    No webhook pod runs here (no controllers), and the API server must never dial a
+    Service's cluster IP from this machine: the webhook Service has been deleted first, so a
+    call ends at "service not found" inside the API server, before any connection.
+    """
     plain = apiserver.kubectl(
         "create", "--dry-run=server", "-f", "-", stdin=json.dumps(npu_pod("plain", 0))
     )
     assert "created (server dry run)" in plain
-    with pytest.raises(KubectlError, match=r"validate\.npu\.kubenpu\.io"):
+    with pytest.raises(KubectlError) as failed:
         apiserver.kubectl(
             "create", "--dry-run=server", "-f", "-", stdin=json.dumps(npu_pod("npu", 1))
         )
+    message = str(failed.value)
+    assert 'failed calling webhook "mutate.npu.kubenpu.io"' in message
+    assert 'service "npu-kubenpu-webhook" not found' in message
     # Opted-out namespaces are never sent.
     apiserver.ensure_namespace("opted-out", {"kubenpu.io/admission": "disabled"})
     pod = npu_pod("npu", 1)

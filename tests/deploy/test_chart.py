@@ -324,13 +324,16 @@ def test_webhook_registration_matches_the_webhook_module() -> None:
     for kind, expected_config in reference.items():
         (webhook,) = one(objects, kind)["webhooks"]
         (expected,) = expected_config["webhooks"]
-        ignore = {"clientConfig", "failurePolicy"}
+        ignore = {"clientConfig"}
         assert {k: v for k, v in webhook.items() if k not in ignore} == {
             k: v for k, v in expected.items() if k not in ignore
         }
     (validating,) = one(objects, "ValidatingWebhookConfiguration")["webhooks"]
     (mutating,) = one(objects, "MutatingWebhookConfiguration")["webhooks"]
-    assert (validating["failurePolicy"], mutating["failurePolicy"]) == ("Fail", "Ignore")
+    assert (validating["failurePolicy"], mutating["failurePolicy"]) == ("Fail", "Fail")
+    objects = render({"webhook": {"mutatingFailurePolicy": "Ignore"}})
+    (mutating,) = one(objects, "MutatingWebhookConfiguration")["webhooks"]
+    assert mutating["failurePolicy"] == "Ignore"
 
 
 def test_cert_manager_issues_the_certificate_and_injects_the_ca() -> None:
