@@ -98,6 +98,7 @@ def test_up_kubectl_status_down(cache: Path, tmp_path: Path) -> None:
         "node-agent/npu-node-2",
         "device-plugin/npu-node-2",
         "webhook",
+        "kubenpu-scheduler",
     }
     state = DevCluster.load(cache / "dev-cluster")
     assert state is not None

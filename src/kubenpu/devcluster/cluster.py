@@ -25,6 +25,7 @@ from kubernetes import config as k8s_config
 
 from kubenpu import names
 from kubenpu.devcluster import binaries, controlplane, pki, processes
+from kubenpu.devcluster import extender as dev_extender
 from kubenpu.devcluster import webhook as dev_webhook
 from kubenpu.devcluster.controlplane import Paths, Ports
 from kubenpu.devcluster.nodeagent import AgentConfig, read_checkpoint
@@ -159,6 +160,7 @@ class DevCluster:
                 "apiserver": self.ports.apiserver,
                 "scheduler": self.ports.scheduler,
                 "webhook": self.ports.webhook,
+                "extender": self.ports.extender,
             },
             "kubeconfig": str(self.kubeconfig),
             "user_kubeconfig": str(self.user_kubeconfig) if self.user_kubeconfig else None,
@@ -301,7 +303,12 @@ class DevCluster:
 
 
 # Stop order: higher first.
-_STOP_ORDER = {"kube-scheduler": -2, "kube-apiserver": -3, "etcd": -4}
+_STOP_ORDER = {
+    dev_extender.PROCESS: -2,
+    "kube-scheduler": -2,
+    "kube-apiserver": -3,
+    "etcd": -4,
+}
 
 
 def _tiers(
@@ -317,6 +324,7 @@ def _tiers(
 
 def _ports(ports: Ports) -> list[int]:
     ours = [ports.etcd_client, ports.etcd_peer, ports.apiserver, ports.scheduler, ports.webhook]
+    ours.append(ports.extender)
     return [p for p in ours if p]
 
 
@@ -350,6 +358,14 @@ def device_plugin_argv(node: NodeInfo) -> list[str]:
         str(node.device_plugin_dir),
         "--mock-health-dir",
         str(node.health_dir),
+        # Shares on, and API access as the node itself (a node may patch only its own
+        # Node and read the pods bound to it): whole devices follow the extender's record,
+        # shares resolve from it, and the device inventory is published on the Node.
+        "--sharing",
+        "--node-name",
+        node.name,
+        "--kubeconfig",
+        str(node.kubeconfig),
     ]
 
 
@@ -444,6 +460,7 @@ def up(
         apiserver=processes.free_port(),
         scheduler=processes.free_port(),
         webhook=processes.free_port() if webhook else 0,
+        extender=processes.free_port(),
     )
     nodes = [NodeInfo(name, npus, str(paths.node_dir(name))) for name, npus in _node_names(spec)]
     cluster = DevCluster(state_dir, ports, paths.admin_kubeconfig, nodes, user_kubeconfig=None)
@@ -454,6 +471,7 @@ def up(
             _write_node(cluster, ca, spec, node)
         if webhook:
             dev_webhook.write_files(paths, ca, ports.server)
+        dev_extender.write_files(paths, ca, ports.server, ports.extender)
         if kubeconfig is not None:
             pki.write_secret(kubeconfig, paths.admin_kubeconfig.read_bytes())
             cluster.user_kubeconfig = kubeconfig
@@ -467,7 +485,10 @@ def up(
             "kube-apiserver", controlplane.apiserver_argv(bin_dir / "kube-apiserver", paths, ports)
         )
         start(
-            "kube-scheduler", controlplane.scheduler_argv(bin_dir / "kube-scheduler", paths, ports)
+            "kube-scheduler",
+            controlplane.scheduler_argv(
+                bin_dir / "kube-scheduler", paths, ports, dev_extender.scheduler_config_path(paths)
+            ),
         )
         # Node agents and plugins start while the API server comes up: they retry until it
         # answers, and Python's start-up time overlaps with the API server's.
@@ -478,8 +499,12 @@ def up(
         if webhook:
             start(dev_webhook.PROCESS, dev_webhook.argv(_kubenpu_command(), paths, ports.webhook))
         controlplane.wait_apiserver_ready(paths, ports, deadline)
+        # The extender starts once its role exists: until then every list would be refused.
+        dev_extender.grant(paths)
+        start(dev_extender.PROCESS, dev_extender.argv(_kubenpu_command(), paths, ports.extender))
         controlplane.wait_scheduler_healthy(ports, deadline)
         wait_nodes_ready(cluster, deadline)
+        dev_extender.wait_ready(ports.extender, deadline)
         if webhook:
             dev_webhook.wait_ready(paths, ports.webhook, deadline)
             dev_webhook.register(paths, ports.webhook, deadline)

@@ -46,6 +46,8 @@ class Ports:
     scheduler: int
     #: The admission webhook's HTTPS port (0: the cluster runs without it).
     webhook: int = 0
+    #: The scheduler extender's HTTP port (0: kube-scheduler runs without it).
+    extender: int = 0
 
     @property
     def server(self) -> str:
@@ -242,12 +244,15 @@ def apiserver_argv(binary: Path, paths: Paths, ports: Ports) -> list[str]:
     ]
 
 
-def scheduler_argv(binary: Path, paths: Paths, ports: Ports) -> list[str]:
-    """The unmodified kube-scheduler with its default profile, as system:kube-scheduler."""
+def scheduler_argv(
+    binary: Path, paths: Paths, ports: Ports, config: Path | None = None
+) -> list[str]:
+    """The unmodified kube-scheduler, as system:kube-scheduler: the default profile, or
+    the KubeSchedulerConfiguration ``config`` (which names the kubeconfig itself)."""
     kubeconfig = str(paths.scheduler_kubeconfig)
     return [
         str(binary),
-        f"--kubeconfig={kubeconfig}",
+        f"--config={config}" if config else f"--kubeconfig={kubeconfig}",
         f"--authentication-kubeconfig={kubeconfig}",
         f"--authorization-kubeconfig={kubeconfig}",
         "--bind-address=127.0.0.1",

@@ -1,0 +1,105 @@
+"""The scheduler extender in a dev cluster: its identity, process and kube-scheduler config.
+
+``kubenpu scheduler`` runs as one more managed process on 127.0.0.1 (plain HTTP on
+loopback) with its own client identity (``kubenpu-scheduler``, granted exactly
+``kubenpu.extender.config.RBAC_RULES``), and kube-scheduler is started with a
+KubeSchedulerConfiguration that calls it for every pod asking for NPUs.
+"""
+
+from __future__ import annotations
+
+import http.client
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+
+from kubenpu.devcluster import controlplane, pki
+from kubenpu.devcluster.controlplane import HealthError, Paths
+from kubenpu.extender.config import RBAC_RULES, scheduler_configuration
+
+#: The process's name in state.json and its log.
+PROCESS = "kubenpu-scheduler"
+#: The extender's user name towards the API server (client certificate CN).
+USER = "kubenpu-scheduler"
+
+
+def scheduler_config_path(paths: Paths) -> Path:
+    """kube-scheduler's KubeSchedulerConfiguration file."""
+    return paths.root / "kube-scheduler-config.yaml"
+
+
+def _kubeconfig(paths: Paths) -> Path:
+    return paths.root / f"{PROCESS}.kubeconfig"
+
+
+def write_files(paths: Paths, ca: pki.CertificateAuthority, server: str, port: int) -> None:
+    """The extender's kubeconfig and kube-scheduler's configuration calling it."""
+    identity = ca.issue(USER, client=True)
+    pki.write_secret(
+        _kubeconfig(paths),
+        controlplane.kubeconfig_yaml(server, ca.cert_pem, identity, USER).encode(),
+    )
+    config = scheduler_configuration(f"http://127.0.0.1:{port}", str(paths.scheduler_kubeconfig))
+    scheduler_config_path(paths).write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def argv(kubenpu: Sequence[str], paths: Paths, port: int) -> list[str]:
+    """The ``kubenpu scheduler`` command line."""
+    return [
+        *kubenpu,
+        "scheduler",
+        "--address=127.0.0.1",
+        f"--port={port}",
+        f"--kubeconfig={_kubeconfig(paths)}",
+    ]
+
+
+def grant(paths: Paths) -> None:
+    """Create the extender's ClusterRole and its binding (with the admin identity)."""
+    rbac = k8s.RbacAuthorizationV1Api(
+        k8s_config.new_client_from_config(config_file=str(paths.admin_kubeconfig))
+    )
+    rbac.create_cluster_role(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": USER},
+            "rules": RBAC_RULES,
+        }
+    )
+    rbac.create_cluster_role_binding(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": USER},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": USER,
+            },
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": USER}],
+        }
+    )
+
+
+def wait_ready(port: int, deadline: float) -> None:
+    """Poll the extender's /readyz until 200 (synced with the API server)."""
+    last = "no answer"
+    while time.monotonic() < deadline:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        try:
+            conn.request("GET", "/readyz")
+            response = conn.getresponse()
+            if response.status == 200:
+                return
+            last = f"HTTP {response.status}: {response.read().decode(errors='replace')}"
+        except OSError as err:
+            last = str(err)
+        finally:
+            conn.close()
+        time.sleep(0.1)
+    raise HealthError(f"kubenpu scheduler on port {port} not ready: {last}")

@@ -1,0 +1,62 @@
+"""How kube-scheduler is configured to call the extender, and what the extender may do.
+
+The single definition behind ``deploy/extender/`` (checked by a test) and the dev
+cluster's scheduler configuration.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubenpu.names import RESOURCE_NPU, RESOURCE_NPU_CORE, RESOURCE_NPU_MEM
+
+#: Extender weight: its 0..10 score counts weight x 10 per point, so one point between
+#: the engine's pick (10) and the next best (<= 9) outweighs what the default score
+#: plugins (spreading, least-allocated; weights 1..3, 0..100 each) differ by between nodes.
+WEIGHT = 50
+
+#: The resources the extender manages: kube-scheduler only calls it for pods asking for
+#: one of them. Not ignoredByScheduler: kube-scheduler's own resource fit still counts
+#: them per node (a cheap pre-filter, and the kubelet admits by those counts); the
+#: extender adds what counts cannot see: which device, shares, topology, health.
+MANAGED_RESOURCES = (RESOURCE_NPU, RESOURCE_NPU_CORE, RESOURCE_NPU_MEM)
+
+#: What ``kubenpu scheduler`` needs from the API (least privilege).
+RBAC_RULES: list[dict[str, Any]] = [
+    {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "patch"]},
+    {"apiGroups": [""], "resources": ["pods/binding"], "verbs": ["create"]},
+]
+
+
+def extender_entry(url_prefix: str, *, ca_data: str = "") -> dict[str, Any]:
+    """One ``extenders`` entry of a KubeSchedulerConfiguration (``ca_data``: base64 PEM
+    of the CA that signed the extender's HTTPS certificate)."""
+    entry: dict[str, Any] = {
+        "urlPrefix": url_prefix,
+        "filterVerb": "filter",
+        "prioritizeVerb": "prioritize",
+        "bindVerb": "bind",
+        "weight": WEIGHT,
+        "enableHTTPS": url_prefix.startswith("https://"),
+        "httpTimeout": "5s",
+        "nodeCacheCapable": True,
+        # Not ignorable: without the extender a shared or topology-bound pod would be
+        # placed blind and could be given a device another pod holds.
+        "ignorable": False,
+        "managedResources": [{"name": r, "ignoredByScheduler": False} for r in MANAGED_RESOURCES],
+    }
+    if ca_data:
+        entry["tlsConfig"] = {"caData": ca_data}
+    return entry
+
+
+def scheduler_configuration(url_prefix: str, kubeconfig: str, **entry: Any) -> dict[str, Any]:
+    """A complete KubeSchedulerConfiguration: the default profile plus the extender."""
+    return {
+        "apiVersion": "kubescheduler.config.k8s.io/v1",
+        "kind": "KubeSchedulerConfiguration",
+        "clientConnection": {"kubeconfig": kubeconfig},
+        "leaderElection": {"leaderElect": False},
+        "extenders": [extender_entry(url_prefix, **entry)],
+    }
