@@ -2,7 +2,8 @@
 
 Separate from tests/e2e's cluster on purpose: these tests register webhooks and CRDs and
 install the chart for real, which must not change what the walk-through sees. One small
-NPU node and one CPU node are enough (nothing here schedules NPU pods).
+NPU node and one CPU node are enough (nothing here schedules NPU pods), and the dev
+cluster's own webhook stays off: the chart's webhook configurations are what is tested.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from kubenpu.devcluster.cluster import ClusterSpec, up
 def apiserver() -> Iterator[ApiServer]:
     """The deploy tests' dev cluster with kubectl helpers."""
     state_dir = Path(tempfile.mkdtemp(prefix="kubenpu-deploy-"))
-    dev = up(state_dir, ClusterSpec(npu_nodes=1, npus_per_node=2, cpu_nodes=1))
+    dev = up(state_dir, ClusterSpec(npu_nodes=1, npus_per_node=2, cpu_nodes=1), webhook=False)
     try:
         yield ApiServer(dev)
     finally:
