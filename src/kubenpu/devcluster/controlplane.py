@@ -28,8 +28,12 @@ import yaml
 from kubenpu.devcluster import pki
 from kubenpu.errors import KubeNpuError
 
-#: Service IP range; addresses from it are only ever stored, never routed to.
-SERVICE_CIDR = "10.96.0.0/16"
+#: Service IP range. A loopback range on purpose: should kube-apiserver ever dial a
+#: Service's cluster IP (a webhook or API service registered by a test), the connection
+#: stays on this machine instead of leaving for a private network.
+SERVICE_CIDR = "127.96.0.0/16"
+#: The first address of SERVICE_CIDR: the ``kubernetes`` Service's cluster IP.
+KUBERNETES_SERVICE_IP = "127.96.0.1"
 #: The service-account token issuer (what a kubeadm cluster uses).
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
 #: User name of the admin client certificate (in group system:masters).
@@ -152,7 +156,7 @@ def write_pki(paths: Paths, ports: Ports) -> pki.CertificateAuthority:
                 "kubernetes.default.svc",
                 "kubernetes.default.svc.cluster.local",
             ),
-            ip_addresses=("127.0.0.1", "10.96.0.1"),
+            ip_addresses=("127.0.0.1", KUBERNETES_SERVICE_IP),
         ),
     }
     for name, pair in issued.items():
