@@ -71,9 +71,11 @@ def helm(*args: str, kubeconfig: str | None = None, timeout: float = 120) -> str
     if kubeconfig:
         cmd += ["--kubeconfig", kubeconfig]
     with tempfile.TemporaryDirectory(prefix="kubenpu-helm-") as home:
-        # Helm's own config/cache/data dirs: never the developer's.
+        # Helm's own config/cache/data dirs (and HOME, where the Kubernetes client keeps
+        # its discovery cache): never the developer's, never the working directory.
         env = {
             "PATH": "/usr/bin:/bin",
+            "HOME": home,
             "HELM_CONFIG_HOME": f"{home}/config",
             "HELM_CACHE_HOME": f"{home}/cache",
             "HELM_DATA_HOME": f"{home}/data",
