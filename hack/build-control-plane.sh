@@ -12,12 +12,9 @@ set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here"
-
-# The build must use the local toolchain and never fetch another one; modules come from the
-# module proxy as configured on the machine.
-export GOTOOLCHAIN=local
-export GOFLAGS="-buildvcs=false"
-export CGO_ENABLED=0
+# shellcheck source=hack/lib.sh
+source "$here/lib.sh"
+go_build_env
 
 k8s_version="$(sed -n 's/^[[:space:]]*k8s\.io\/kubernetes \(v[0-9.]*\)$/\1/p' go.mod)"
 if [[ -z "$k8s_version" ]]; then
@@ -25,7 +22,6 @@ if [[ -z "$k8s_version" ]]; then
     exit 1
 fi
 
-cache_root="${KUBENPU_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kubenpu}"
 bin_dir="$cache_root/k8s-$k8s_version/bin"
 binaries=(etcd kube-apiserver kube-scheduler)
 
@@ -38,14 +34,7 @@ if [[ "$have_all" == 1 ]]; then
     exit 0
 fi
 
-# Go's own installer puts it in /usr/local/go, which only login shells tend to have on PATH.
-if ! command -v go >/dev/null 2>&1 && [[ -x /usr/local/go/bin/go ]]; then
-    PATH="/usr/local/go/bin:$PATH"
-fi
-if ! command -v go >/dev/null 2>&1; then
-    echo "build-control-plane: 'go' is not on PATH; install Go 1.23 or newer" >&2
-    exit 1
-fi
+require_go build-control-plane 1.23
 
 major_minor="${k8s_version#v}"
 major="${major_minor%%.*}"
@@ -59,11 +48,7 @@ ldflags+=" -X $version_pkg.gitMajor=$major -X $version_pkg.gitMinor=$minor"
 ldflags+=" -X $version_pkg.gitTreeState=clean"
 ldflags+=" -X k8s.io/client-go/pkg/version.gitVersion=$k8s_version"
 
-# Build into a scratch directory next to the target and move the binaries in at the end, so
-# that an interrupted build never leaves a half-written binary that looks finished.
-mkdir -p "$(dirname "$bin_dir")"
-scratch="$(mktemp -d "$(dirname "$bin_dir")/build.XXXXXX")"
-trap 'rm -rf "$scratch"' EXIT
+scratch_beside "$bin_dir"
 
 echo "build-control-plane: building Kubernetes $k8s_version control plane into $bin_dir" >&2
 echo "build-control-plane: $(go version); this takes a while the first time" >&2

@@ -10,11 +10,9 @@ set -euo pipefail
 
 here="$(cd "$(dirname "$0")/helm" && pwd)"
 cd "$here"
-
-# The local toolchain only, never a fetched one; modules from the proxy configured here.
-export GOTOOLCHAIN=local
-export GOFLAGS="-buildvcs=false"
-export CGO_ENABLED=0
+# shellcheck source=hack/lib.sh
+source "$here/../lib.sh"
+go_build_env
 
 helm_version="$(sed -n 's/^require helm\.sh\/helm\/v3 \(v[0-9.]*\)$/\1/p' go.mod)"
 if [[ -z "$helm_version" ]]; then
@@ -22,21 +20,13 @@ if [[ -z "$helm_version" ]]; then
     exit 1
 fi
 
-cache_root="${KUBENPU_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kubenpu}"
 bin_dir="$cache_root/helm-$helm_version/bin"
 if [[ -x "$bin_dir/helm" ]]; then
     echo "$bin_dir"
     exit 0
 fi
 
-# Go's own installer puts it in /usr/local/go, which only login shells tend to have on PATH.
-if ! command -v go >/dev/null 2>&1 && [[ -x /usr/local/go/bin/go ]]; then
-    PATH="/usr/local/go/bin:$PATH"
-fi
-if ! command -v go >/dev/null 2>&1; then
-    echo "build-helm: 'go' is not on PATH; install Go 1.26 or newer" >&2
-    exit 1
-fi
+require_go build-helm 1.26
 
 # Stamp what `helm version` reports and the Kubernetes version `helm lint`/`template` assume
 # (Helm's own release build does the same from the client-go module it is built with).
@@ -50,11 +40,7 @@ if [[ -n "$client_go" ]]; then
     done
 fi
 
-# Build into a scratch directory next to the target and move the binary in at the end, so an
-# interrupted build never leaves a half-written binary that looks finished.
-mkdir -p "$(dirname "$bin_dir")"
-scratch="$(mktemp -d "$(dirname "$bin_dir")/build.XXXXXX")"
-trap 'rm -rf "$scratch"' EXIT
+scratch_beside "$bin_dir"
 
 echo "build-helm: building Helm $helm_version into $bin_dir" >&2
 echo "build-helm: $(go version); this takes a few minutes the first time" >&2
