@@ -277,3 +277,10 @@ def test_threads_in_one_extender_never_share_a_device() -> None:
 def test_overcommitted(shares, problem) -> None:
     placements = [Placement(f"default/{p}", "n", (d,), (s,)) for p, d, s in shares]
     assert overcommitted(placements) == problem
+
+
+def test_an_empty_cache_knows_no_node() -> None:
+    ext = Extender(ClusterCache("fgd"), FakeApi())
+    result = ext.filter(args(pod("a", npus=1), ["n1"]), ["n1"])
+    assert result["FailedNodes"] == {"n1": "node not known to kubenpu yet"}
+    assert ext.prioritize(args(pod("a", npus=1), ["n1"]), ["n1"]) == [{"Host": "n1", "Score": 0}]

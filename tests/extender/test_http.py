@@ -170,3 +170,14 @@ def test_https(tmp_path: Path) -> None:
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_encode_priorities_is_json() -> None:
+    from kubenpu.extender.wire import encode_priorities, priority_heads
+
+    names = ["n1", 'we"ird\\name', "ünï"]
+    scores = [10, 0, 7]
+    got = encode_priorities(priority_heads(names), scores)
+    want = [{"Host": n, "Score": s} for n, s in zip(names, scores, strict=True)]
+    assert json.loads(got) == want
+    assert got == json.dumps(want, separators=(",", ":")).encode()

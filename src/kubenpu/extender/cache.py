@@ -110,6 +110,9 @@ class ClusterCache:
         self._nodes: dict[str, Node] = {}
         self._pods: dict[str, PodEntry] = {}
         self._recent: deque[Request] = deque(maxlen=mix_window)
+        # Task shapes of the held NPU pods and of the recent requests, kept as counts so
+        # that a decision checks for a changed mix without walking every pod.
+        self._shape_count: Counter[tuple] = Counter()
         self._state: ClusterState | None = None
         self._engine: Engine | None = None
         self._shapes: frozenset = frozenset()
@@ -203,16 +206,30 @@ class ClusterCache:
             if old is not None:
                 self._reserve(old)
             raise
+        if old is not None:
+            self._count_shape(old.request, -1)
+        self._count_shape(request, +1)
         self._pods[key] = PodEntry(key, uid, request, placement, False, True)
 
     def entry(self, key: str) -> PodEntry | None:
         """What the cache holds for a pod."""
         return self._pods.get(key)
 
+    def _count_shape(self, request: Request, delta: int) -> None:
+        if request.wants_devices:
+            shape = shape_of(request)
+            self._shape_count[shape] += delta
+            if self._shape_count[shape] <= 0:
+                del self._shape_count[shape]
+
     def _set(self, key: str, entry: PodEntry | None) -> None:
         old = self._pods.get(key)
         if old == entry:
             return
+        if old is not None:
+            self._count_shape(old.request, -1)
+        if entry is not None:
+            self._count_shape(entry.request, +1)
         if entry is None:
             self._pods.pop(key, None)
         else:
@@ -248,7 +265,7 @@ class ClusterCache:
     def engine(self) -> Engine:
         """An engine over :meth:`state` with the configured policy and current task mix."""
         state = self.state()
-        shapes = frozenset(shape_of(r) for r in self._mix())
+        shapes = frozenset(self._shape_count)
         if self._engine is None or shapes != self._shapes:
             self._shapes = shapes
             profile = self._factory(state, self._mix())
@@ -258,7 +275,10 @@ class ClusterCache:
     def note_request(self, request: Request) -> None:
         """Remember a request seen by filter, for the task mix."""
         if request.wants_devices:
+            if len(self._recent) == self._recent.maxlen:
+                self._count_shape(self._recent[0], -1)
             self._recent.append(request)
+            self._count_shape(request, +1)
 
     def _mix(self) -> list[Request]:
         held = [e.request for e in self._pods.values() if e.request.wants_devices]

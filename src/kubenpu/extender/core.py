@@ -21,6 +21,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
+from itertools import compress
 from typing import Any, Protocol
 
 import numpy as np
@@ -119,6 +120,7 @@ class Extender:
         self.lock = threading.RLock()
         self._bind_lock = threading.Lock()
         self._clock = clock
+        self._recent_names: list[tuple[Any, list[str], np.ndarray]] = []
 
     # -- filter ----------------------------------------------------------------------
 
@@ -146,20 +148,26 @@ class Extender:
             idx = self._indices(names)
             with self.cache.released(key):
                 ok = fit.feasible(state, req, None)
-                codes, reasons = fit.unfit_codes(state, req)
-        passed, failed, never = result["NodeNames"], result["FailedNodes"], {}
+                # Index -1 (an unknown name) reads the appended False / -2.
+                fits = np.append(ok, False)[idx]
+                everyone = bool(fits.all())
+                # Reasons only when some node fails (often none does).
+                codes, reasons = (None, []) if everyone else fit.unfit_codes(state, req)
+        passed = result["NodeNames"] = (
+            list(names) if everyone else list(compress(names, fits.tolist()))
+        )
+        failed, never = result["FailedNodes"], {}
         reasons_seen: Counter[str] = Counter()
-        for name, i in zip(names, idx.tolist(), strict=True):
-            if i < 0:
-                failed[name] = UNKNOWN_NODE
-                reasons_seen[UNKNOWN_NODE] += 1
-            elif ok[i]:
-                passed.append(name)
-            else:
-                code = int(codes[i])
-                why = reasons[code] if code >= 0 else "does not fit"
-                (never if why.startswith(_UNRESOLVABLE) else failed)[name] = why
-                reasons_seen[why] += 1
+        # Per reason at once (C loops): thousands of failing nodes cost little.
+        node_codes = np.full(idx.size, -3) if codes is None else np.append(codes, -2)[idx]
+        node_codes[fits] = -3
+        for code in np.unique(node_codes).tolist():
+            if code == -3:
+                continue
+            why = UNKNOWN_NODE if code == -2 else reasons[code] if code >= 0 else "does not fit"
+            these = list(compress(names, (node_codes == code).tolist()))
+            (never if why.startswith(_UNRESOLVABLE) else failed).update(dict.fromkeys(these, why))
+            reasons_seen[why] += len(these)
         result["FailedAndUnresolvableNodes"] = never
         if passed:
             self._count("filter", "ok")
@@ -170,13 +178,28 @@ class Extender:
         return result
 
     def _indices(self, names: list[str]) -> np.ndarray:
-        index = self.cache.state().node_index
-        return np.fromiter((index.get(n, -1) for n in names), dtype=np.int64, count=len(names))
+        """Row of each name in the state (-1: unknown), remembered for the last few lists:
+        kube-scheduler sends the same node names call after call."""
+        state = self.cache.state()
+        for i, (known_state, known_names, idx) in enumerate(self._recent_names):
+            if known_state is state and known_names == names:
+                if i:
+                    self._recent_names.insert(0, self._recent_names.pop(i))
+                return idx
+        index = state.node_index
+        idx = np.fromiter((index.get(n, -1) for n in names), dtype=np.int64, count=len(names))
+        self._recent_names = [(state, names, idx), *self._recent_names[:3]]
+        return idx
 
     # -- prioritize ------------------------------------------------------------------
 
     def prioritize(self, args: ExtenderArgs, names: list[str]) -> HostPriorityList:
         """Scores 0..10: the engine's choice 10, the others 0..9 by the policy's score."""
+        scores = self.scores(args, names)
+        return [{"Host": n, "Score": s} for n, s in zip(names, scores, strict=True)]
+
+    def scores(self, args: ExtenderArgs, names: list[str]) -> list[int]:
+        """The prioritize scores of ``names``, in order (the server encodes them itself)."""
         started = time.perf_counter()
         pod = args["Pod"]
         scores = np.zeros(len(names), dtype=np.int64)
@@ -198,7 +221,7 @@ class Extender:
                 scores = _extender_scores(cycle.candidates, raw, rank, idx)
         self._count("prioritize", "ok")
         self.metrics.latency.labels("prioritize").observe(time.perf_counter() - started)
-        return [{"Host": n, "Score": int(s)} for n, s in zip(names, scores.tolist(), strict=True)]
+        return scores.tolist()
 
     # -- bind ------------------------------------------------------------------------
 

@@ -17,12 +17,24 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from kubenpu.extender.core import Extender
-from kubenpu.extender.wire import WireError, parse_binding_args, parse_extender_args
+from kubenpu.extender.wire import (
+    ExtenderFilterResult,
+    WireError,
+    encode_priorities,
+    parse_binding_args,
+    parse_extender_args,
+    priority_heads,
+)
 
 log = logging.getLogger(__name__)
 
 #: Largest request body accepted (a NodeList of thousands of full Nodes fits).
 MAX_BODY = 64 * 1024 * 1024
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
 
 #: Says whether the extender is ready, and why not.
 Readiness = Callable[[], tuple[bool, str]]
@@ -46,11 +58,33 @@ class ExtenderHTTPServer(ThreadingHTTPServer):
         self.extender = extender
         self.ready = ready
         self.prefix = prefix.rstrip("/")
+        self._recent: dict[str, list[tuple[list[str], Any]]] = {}
+        self._memo_lock = threading.Lock()
         if tls is not None:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.minimum_version = ssl.TLSVersion.TLSv1_2
             context.load_cert_chain(*tls)
             self.socket = context.wrap_socket(self.socket, server_side=True)
+
+    def _memo(self, kind: str, names: list[str], make: Callable[[list[str]], Any]) -> Any:
+        """``make(names)``, remembered for the last few node lists of each kind:
+        kube-scheduler sends the same node names call after call."""
+        with self._memo_lock:
+            recent = self._recent.setdefault(kind, [])
+            for known, value in recent:
+                if known == names:
+                    return value
+            value = make(names)
+            self._recent[kind] = [(names, value), *recent[:3]]
+            return value
+
+    def heads(self, names: list[str]) -> list[str]:
+        """:func:`priority_heads` of ``names`` (memoised)."""
+        return self._memo("heads", names, priority_heads)
+
+    def encoded(self, names: list[str]) -> str:
+        """``names`` as a JSON array (memoised)."""
+        return self._memo("names", names, _dumps)
 
     @property
     def port(self) -> int:
@@ -70,6 +104,9 @@ class ExtenderHandler(BaseHTTPRequestHandler):
     server: ExtenderHTTPServer
     protocol_version = "HTTP/1.1"
     server_version = "kubenpu-scheduler"
+    # Headers and body go out as separate writes; with Nagle's algorithm the second one
+    # waits for the client's delayed ACK (40 ms) on every kept-alive request.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:
         # Every call would be a line; decisions are counted in metrics instead.
@@ -111,6 +148,7 @@ class ExtenderHandler(BaseHTTPRequestHandler):
         """filter, prioritize, bind."""
         verb = self._verb()
         if verb not in ("/filter", "/prioritize", "/bind"):
+            self.close_connection = True  # the body is not read: the stream cannot go on
             self._json(404, {"Error": f"unknown path {self.path[:100]!r}"})
             return
         try:
@@ -127,9 +165,12 @@ class ExtenderHandler(BaseHTTPRequestHandler):
                     items = (args.get("Nodes") or {}).get("items") or []
                     result["Nodes"] = {"items": [n for n in items if n["metadata"]["name"] in keep]}
                     result["NodeNames"] = None
-                self._json(200, result)
+                    self._json(200, result)
+                else:
+                    self._send(200, self._encode_filter(names, result))
             else:
-                self._json(200, extender.prioritize(args, names))
+                scores = extender.scores(args, names)
+                self._send(200, encode_priorities(self.server.heads(names), scores))
         except WireError as err:
             extender_verb = verb.lstrip("/")
             self.server.extender.metrics.decisions.labels(extender_verb, "bad_request").inc()
@@ -139,6 +180,23 @@ class ExtenderHandler(BaseHTTPRequestHandler):
             self._json(
                 500, {"Error": f"internal error in {verb.lstrip('/')}; see the extender log"}
             )
+
+    def _encode_filter(self, names: list[str], result: ExtenderFilterResult) -> bytes:
+        """The filter answer as JSON; the node list's encoding is reused when every node
+        passed (the common case), which saves most of the work for thousands of nodes."""
+        passed = result["NodeNames"] or []
+        encoded = self.server.encoded(names) if passed == names else _dumps(passed)
+        return (
+            '{"NodeNames":'
+            + encoded
+            + ',"FailedNodes":'
+            + _dumps(result["FailedNodes"])
+            + ',"FailedAndUnresolvableNodes":'
+            + _dumps(result["FailedAndUnresolvableNodes"])
+            + ',"Error":'
+            + _dumps(result["Error"])
+            + "}"
+        ).encode()
 
     def _body(self) -> Any:
         length = self.headers.get("Content-Length")

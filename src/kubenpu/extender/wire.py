@@ -6,6 +6,7 @@ The Go types carry no JSON tags, so the field names are the Go names (``Pod``,
 
 from __future__ import annotations
 
+import json
 from typing import Any, NotRequired, TypedDict
 
 #: kube-scheduler's MaxExtenderPriority: extender scores are 0..10.
@@ -79,7 +80,8 @@ def parse_extender_args(data: object) -> tuple[ExtenderArgs, list[str]]:
     names = data.get("NodeNames")
     nodes = data.get("Nodes")
     if names is not None:
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        # set(map(type, ...)) runs in C: thousands of names cost microseconds.
+        if not isinstance(names, list) or not set(map(type, names)) <= {str}:
             raise WireError("ExtenderArgs.NodeNames must be a list of strings")
         found = list(names)
     elif nodes is not None:
@@ -109,3 +111,23 @@ def parse_binding_args(data: object) -> ExtenderBindingArgs:
         "PodUID": _string(data, "PodUID"),
         "Node": _string(data, "Node"),
     }
+
+
+#: ``0}`` .. ``10}``: the tail of one encoded HostPriority per score.
+_SCORE_TAILS = [f"{s}}}" for s in range(MAX_EXTENDER_PRIORITY + 1)]
+
+
+def priority_heads(names: list[str]) -> list[str]:
+    """``{"Host":"<name>","Score":`` per name, JSON-escaped (reusable for a node list)."""
+    escape = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+    return [f'{{"Host":{escape(n)},"Score":' for n in names]
+
+
+def encode_priorities(heads: list[str], scores: list[int]) -> bytes:
+    """A HostPriorityList as JSON from :func:`priority_heads` and scores 0..10.
+
+    The same bytes ``json.dumps`` gives for ``[{"Host": n, "Score": s}, ...]`` (compact),
+    several times faster for thousands of nodes.
+    """
+    tails = map(_SCORE_TAILS.__getitem__, scores)
+    return ("[" + ",".join(map(str.__add__, heads, tails)) + "]").encode()
