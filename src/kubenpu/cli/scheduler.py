@@ -44,7 +44,11 @@ def scheduler(
 
         if policy:
             policies.validate(policy)
-        service = ExtenderService(KubernetesApi(kubeconfig), policy=policy, seed=seed)
+        try:
+            api = KubernetesApi(kubeconfig)
+        except Exception as err:  # the client's own config errors: no traceback for them
+            raise ConfigError(f"--kubeconfig {kubeconfig or '(in-cluster)'}: {err}") from None
+        service = ExtenderService(api, policy=policy, seed=seed)
         server = ExtenderHTTPServer(
             (address, port),
             service.extender,
