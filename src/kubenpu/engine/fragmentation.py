@@ -32,6 +32,8 @@ class TaskMix:
     count: np.ndarray  # [K] devices needed (1 for shares)
     models: tuple[frozenset[str], ...]  # [K] allowed models (empty: any)
     prob: np.ndarray  # [K], sums to 1
+    #: [K] pods of each shape (``prob`` is this over its sum): FGD's measure in whole numbers.
+    pods: np.ndarray
     #: [K] mean host memory of the pods of each shape (not part of the shape: FGD ignores it).
     memory_mib: np.ndarray
 
@@ -78,6 +80,7 @@ def task_mix(pods: Sequence[Request], coverage: float = 0.95) -> TaskMix:
         count=np.array([s[2] for s, _ in kept], dtype=np.int64),
         models=tuple(s[3] for s, _ in kept),
         prob=weights / weights.sum() if weights.size else weights,
+        pods=weights.astype(np.int64),
         memory_mib=np.array([memory[s] / n for s, n in kept], dtype=np.float64),
     )
 
@@ -98,9 +101,10 @@ class Fragmentation:
         self._need = mix.per_device[:, None]
         self._cpu = mix.cpu_milli[:, None]
         self._count = mix.count[:, None]
+        self._pods_total = max(1, int(mix.pods.sum()))
         n = state.num_nodes
         #: [K, N] fragment of each node if the shape fits it; fitting devices per shape.
-        self.frag_fit = np.zeros((k, n))
+        self.frag_fit = np.zeros((k, n), dtype=np.int64)
         self.fitting = np.zeros((k, n), dtype=np.int64)
         #: [N] expected fragmentation of each node now.
         self.current = np.zeros(n)
@@ -146,7 +150,11 @@ class Fragmentation:
             & (fitting >= self._count)
             & (cpu_free[None, :] >= self._cpu)
         )
-        return self.mix.prob @ np.where(fits, frag_fit, free_total[None, :])
+        # Pod counts times whole milli: exact, so equal states give exactly equal values and
+        # a change of zero is exactly zero, whichever nodes are evaluated together (a float
+        # product's rounding depends on the batch, and FGD truncates the change at 0).
+        weighted = self.mix.pods @ np.where(fits, frag_fit, free_total[None, :])
+        return weighted / self._pods_total
 
     def after_whole(self, nodes: np.ndarray, req: Request) -> np.ndarray:
         """Expected fragmentation of ``nodes`` after ``req`` (whole NPUs or none) lands there."""
