@@ -213,7 +213,7 @@ def test_extender_killed_mid_run_loses_nothing(npu4: Cluster) -> None:
     before = records(pods_by_name(cluster))
 
     # A burst, and the extender killed while it binds it.
-    burst = [manifest(f"burst-{i}", {names.RESOURCE_NPU_CORE: "25"}) for i in range(16)]
+    burst = [manifest(f"burst-{i}", {names.RESOURCE_NPU_CORE: "25"}) for i in range(28)]
     burst += [manifest(f"burst-w{i}", {names.RESOURCE_NPU: "2"}) for i in range(4)]
     apply(cluster, burst)
     wait_for(
@@ -222,6 +222,8 @@ def test_extender_killed_mid_run_loses_nothing(npu4: Cluster) -> None:
         timeout=60,
     )
     cluster.dev.stop_process(EXTENDER, kill=True)
+    bound = {n for n, p in pods_by_name(cluster).items() if p["spec"].get("nodeName")}
+    assert not _names(burst) <= bound, "the burst was bound before the kill; make it bigger"
     cluster.dev.start_process(EXTENDER)
 
     everyone = _names(first) | _names(burst)
