@@ -20,7 +20,8 @@ T = TypeVar("T")
 
 NPUS_PER_NODE = 4
 NAMESPACE = "default"
-MANIFESTS = Path(__file__).parent / "manifests"
+# The examples/ manifests of the README, applied as a user would.
+MANIFESTS = Path(__file__).resolve().parents[2] / "examples"
 
 
 def wait_for(what: str, probe: Callable[[], T], *, timeout: float = 20.0) -> T:
