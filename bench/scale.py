@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """How replay time grows with cluster size: synthetic 8-NPU clusters, 10 pods per node.
 
-    python bench/scale.py                              # kubenpu at 1k, 2k, 5k, 10k nodes
+    python bench/scale.py                              # every policy at 1k, 2k, 5k, 10k nodes
     python bench/scale.py --sizes 1000,10000 --policies kubenpu,fgd,bestfit
 
 Each run builds an all-8-NPU cluster of the built-in synthetic kind (``traces.synthetic``),
 draws ``10 x nodes`` pods from the built-in workload mix (about 1.0 x the NPU capacity in
 device requests) and places every pod once, in order, with the policy. Printed per size and
-policy: seconds, pods per second, pods placed, NPU allocation.
+policy as each run ends: seconds, pods per second, pods placed, NPU allocation; then the
+seconds as a table of policy by cluster size.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--sizes", default="1000,2000,5000,10000", help="node counts")
-    ap.add_argument("--policies", default=policies.DEFAULT)
+    ap.add_argument("--policies", default=",".join((policies.DEFAULT, *policies.BASELINES)))
     ap.add_argument("--pods-per-node", type=int, default=10)
     ap.add_argument("--seed", type=int, default=42)
     args = ap.parse_args()
@@ -50,14 +51,20 @@ def main() -> int:
     header = f"{'nodes':>6} {'NPUs':>6} {'pods':>7} {'policy':<10} {'seconds':>8} {'pods/s':>7}"
     print(header + f" {'placed':>7} {'alloc %':>7}")
     print("-" * (len(header) + 16))
+    seconds: dict[tuple[str, int], float] = {}
     for n in sizes:
         for spec in specs:
             secs, pods, placed, alloc = run(n, args.pods_per_node, spec, args.seed)
+            seconds[(spec, n)] = secs
             print(
                 f"{n:>6} {8 * n:>6} {pods:>7} {spec:<10} {secs:>8.1f} {pods / secs:>7.0f}"
                 f" {placed:>7} {alloc:>7.2f}",
                 flush=True,
             )
+    print(f"\nseconds by cluster size (nodes), {args.pods_per_node} pods per node")
+    print(f"{'policy':<12}" + "".join(f" {n:>8,}" for n in sizes))
+    for spec in specs:
+        print(f"{spec:<12}" + "".join(f" {seconds[(spec, n)]:>8.1f}" for n in sizes))
     return 0
 
 

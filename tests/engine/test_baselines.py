@@ -2,13 +2,15 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
 
-from kubenpu.engine import policies
-from kubenpu.engine.framework import Code, Engine
-from kubenpu.engine.state import ClusterState
+from kubenpu.engine import fit, policies
+from kubenpu.engine.framework import MAX_SCORE, Code, Engine
+from kubenpu.engine.state import FULL, ClusterState
 from kubenpu.model import Placement
 
 from .helpers import cpu_only, node, share, whole
+from .test_properties import clusters, requests
 
 
 def engine(nodes, spec, pods=(), seed=1, holdings=()):
@@ -163,3 +165,28 @@ def test_bad_policy_specs_are_config_errors(bad):
 
     with pytest.raises(ConfigError):
         policies.validate(bad)
+
+
+@settings(max_examples=25, deadline=None)
+@given(nodes=clusters(), reqs=requests())
+def test_fgd_kept_scores_equal_scoring_every_node_afresh(nodes, reqs):
+    # FGD keeps scores per request shape and rescores only changed nodes, one per distinct
+    # state; each must equal the paper's score computed now, node by node, over all devices.
+    state = ClusterState(nodes)
+    eng = Engine(state, policies.factory("fgd")(state, reqs), seed=0)
+    frag = eng.profile.parts[0][0].frag
+    for k, req in enumerate(reqs):
+        cyc = eng.cycle(req)
+        got = eng.profile.score(cyc)
+        for i, score in zip(cyc.candidates.tolist(), got.tolist(), strict=True):
+            one = np.array([i])
+            if req.share_milli:
+                slots = np.flatnonzero(fit.device_fit(state, req)[i])
+                after = frag.after_share(np.full(slots.size, i), slots, req).min()
+            else:
+                after = frag.after_whole(one, req)[0]
+            delta = frag.current[i] - after
+            assert score == np.floor(MAX_SCORE / (1 + np.exp(-delta / FULL)))
+        eng.place(req)
+        if k % 3 == 2:  # giving pods back changes nodes too
+            state.unreserve(next(iter(state.holdings), ""))

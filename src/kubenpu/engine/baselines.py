@@ -13,7 +13,9 @@ import numpy as np
 from kubenpu.engine import fit
 from kubenpu.engine.fragmentation import Fragmentation, TaskMix
 from kubenpu.engine.framework import MAX_SCORE, Cycle, Policy
+from kubenpu.engine.nodecache import PerShape
 from kubenpu.engine.state import FULL, ClusterState
+from kubenpu.model import Request
 
 SPEC_CPU = 128_000
 SPEC_DEVICES = 8 * FULL
@@ -130,38 +132,38 @@ class FgdPolicy(Policy):
     """Fragmentation gradient descent: the node and device whose fragmentation grows least.
 
     ``score = trunc(100 * sigmoid((F_before - F_after) / 1000))`` where F is the expected
-    fragmentation over the workload's task mix; for a share every fitting device is tried
-    and the best (lowest index on ties) is kept for the device choice.
+    fragmentation over the workload's task mix; for a share, the best over its node's
+    fitting devices. Devices are then chosen by the default rule (a share takes the tightest
+    fitting device), not by the paper's lowest index among equal scores: docs/policy.md.
     """
 
     name = "fgd"
 
     def __init__(self, mix: TaskMix, state: ClusterState):
         self.frag = Fragmentation(mix, state)
+        # A node's score depends only on its own state: kept per request shape (memory is
+        # not part of the measure, except a share's device memory, which decides which
+        # devices can take it) and recomputed only for nodes that changed.
+        self._scores = PerShape(state, (np.float64,))
 
     def score(self, cycle: Cycle) -> np.ndarray:
-        s, req, c = cycle.state, cycle.request, cycle.candidates
+        req, c = cycle.request, cycle.candidates
+        key = (req.cpu_milli, req.npus, req.share_milli, req.share_memory_mib, req.models)
+        (scores,) = self._scores.get(
+            key, c, lambda nodes: (self._score_nodes(cycle.state, req, nodes),)
+        )
+        return scores[c]
+
+    def _score_nodes(self, s: ClusterState, req: Request, nodes: np.ndarray) -> np.ndarray:
+        """Scores of ``nodes``: for a share, the best over each node's fitting devices."""
         self.frag.sync()
         if not req.share_milli:
-            return _sigmoid_score(self.frag.current[c] - self.frag.after_whole(c, req))
-        # Every (candidate, fitting device) pair, in row-major order: nodes ascending,
-        # devices ascending within a node.
-        pos, slots = np.nonzero(fit.device_fit(s, req)[c])
-        nodes = c[pos]
+            return _sigmoid_score(self.frag.current[nodes] - self.frag.after_whole(nodes, req))
+        pos, slots = np.nonzero(fit.device_fit(s, req, nodes))
         per_pair = _sigmoid_score(
-            self.frag.current[nodes] - self.frag.after_share(nodes, slots, req)
+            self.frag.current[nodes[pos]] - self.frag.after_share(nodes[pos], slots, req)
         )
-        starts = np.flatnonzero(np.r_[True, pos[1:] != pos[:-1]])
-        best = np.maximum.reduceat(per_pair, starts)
-        # The first pair reaching its node's best: the lowest device index wins ties.
-        hit = np.where(
-            per_pair == np.repeat(best, np.diff(np.r_[starts, pos.size])),
-            np.arange(pos.size),
-            pos.size,
-        )
-        first = np.minimum.reduceat(hit, starts)
-        cycle.data[self.name] = dict(zip(nodes[first].tolist(), slots[first].tolist(), strict=True))
-        return best
+        return np.maximum.reduceat(per_pair, np.flatnonzero(np.r_[True, pos[1:] != pos[:-1]]))
 
 
 def _sigmoid_score(delta: np.ndarray) -> np.ndarray:

@@ -15,13 +15,15 @@ from kubenpu.model import Request
 from kubenpu.names import RESOURCE_NPU, RESOURCE_NPU_CORE, RESOURCE_NPU_MEM
 
 
-def device_fit(state: ClusterState, req: Request) -> np.ndarray:
-    """Per node and device slot: can this slot serve (its part of) the request."""
+def device_fit(state: ClusterState, req: Request, rows: np.ndarray | None = None) -> np.ndarray:
+    """Per node (all, or only ``rows``) and device slot: can the slot serve its part of ``req``."""
+    free = state.dev_free if rows is None else state.dev_free[rows]
     if req.npus:
-        return state.dev_free == FULL
-    fits = state.dev_free >= req.share_milli
+        return free == FULL
+    fits = free >= req.share_milli
     if req.share_memory_mib:
-        fits &= state.dev_mem_free >= req.share_memory_mib
+        mem = state.dev_mem_free if rows is None else state.dev_mem_free[rows]
+        fits &= mem >= req.share_memory_mib
     return fits
 
 
