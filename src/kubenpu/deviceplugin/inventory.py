@@ -17,7 +17,7 @@ from typing import Any
 
 from kubenpu.adapters.kube import device_inventory_annotation
 from kubenpu.deviceplugin.devices import NpuDevice
-from kubenpu.deviceplugin.sharing import core_api
+from kubenpu.kubeclient import core_api
 from kubenpu.model import Device
 from kubenpu.names import ANNOTATION_DEVICE_INVENTORY
 

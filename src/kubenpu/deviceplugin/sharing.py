@@ -88,25 +88,10 @@ def placement_from_annotations(
     )
 
 
-def core_api(kubeconfig: str = "") -> Any:
-    """A ``CoreV1Api`` of the official client (imported lazily: only when the API is used).
-
-    In-cluster credentials when ``kubeconfig`` is empty, else that file.
-    """
-    from kubernetes import client, config  # the one place the plugin talks to the API
-
-    # An own ApiClient: loading into the client's global default would leak into others.
-    if kubeconfig:
-        api_client = config.new_client_from_config(config_file=kubeconfig)
-    else:
-        configuration = client.Configuration()
-        config.load_incluster_config(client_configuration=configuration)
-        api_client = client.ApiClient(configuration)
-    return client.CoreV1Api(api_client)
-
-
 def kubernetes_pod_lookup(node_name: str, kubeconfig: str = "") -> PodLookup:
     """A :data:`PodLookup` reading the API with the official client."""
+    from kubenpu.kubeclient import core_api  # the API only when a node name is configured
+
     api = core_api(kubeconfig)
     selector = f"spec.nodeName={node_name},status.phase=Pending"
 

@@ -11,10 +11,10 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from kubenpu.extender.core import ApiError, Conflict
+from kubenpu.kubeclient import core_api
 
 _MERGE_PATCH = "application/merge-patch+json"
 #: Timeout of one API request, seconds.
@@ -36,14 +36,7 @@ class KubernetesApi:
     """``KubeApi`` plus list/watch, over one ``ApiClient`` of the official client."""
 
     def __init__(self, kubeconfig: str = "") -> None:
-        # An own ApiClient: loading into the client's global default would leak into others.
-        if kubeconfig:
-            api_client = config.new_client_from_config(config_file=kubeconfig)
-        else:
-            configuration = client.Configuration()
-            config.load_incluster_config(client_configuration=configuration)
-            api_client = client.ApiClient(configuration)
-        self.core = client.CoreV1Api(api_client)
+        self.core = core_api(kubeconfig)
 
     # -- informers -------------------------------------------------------------------
 

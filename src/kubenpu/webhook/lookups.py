@@ -75,15 +75,9 @@ def kubernetes_lookups(
     """Lookups reading the API with the official client: in-cluster credentials, or
     ``kubeconfig`` when given. Needs get/list on nodes and get on namespaces.
     """
-    from kubernetes import client, config  # only the running server needs the client
+    from kubenpu.kubeclient import core_api  # only the running server needs the client
 
-    if kubeconfig:
-        api_client = config.new_client_from_config(config_file=kubeconfig)
-    else:
-        configuration = client.Configuration()
-        config.load_incluster_config(client_configuration=configuration)
-        api_client = client.ApiClient(configuration)
-    api = client.CoreV1Api(api_client)
+    api = core_api(kubeconfig)
 
     def fetch_nodes() -> list[NpuNode]:
         # Raw JSON: the rules need two fields, building V1Node models would cost more.
