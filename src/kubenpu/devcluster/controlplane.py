@@ -273,14 +273,30 @@ class HealthError(KubeNpuError):
     """A component did not become healthy in time."""
 
 
-def _get(port: int, path: str, context: ssl.SSLContext) -> tuple[int, str]:
-    conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=5)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        return response.status, response.read().decode(errors="replace")
-    finally:
-        conn.close()
+def wait_http_ok(
+    what: str, port: int, path: str, context: ssl.SSLContext | None, deadline: float
+) -> None:
+    """Poll ``GET path`` on 127.0.0.1:``port`` (HTTPS when ``context`` is given) until it
+    answers 200, or raise ``HealthError`` with the last answer at ``deadline`` (monotonic)."""
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if context is None:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        else:
+            conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=5)
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            if response.status == 200:
+                return
+            body = response.read().decode(errors="replace").strip()
+            last = f"HTTP {response.status}: {body[-300:]}"
+        except OSError as err:
+            last = str(err)
+        finally:
+            conn.close()
+        time.sleep(0.1)
+    raise HealthError(f"{what} on port {port} not ready: {last}")
 
 
 def admin_ssl_context(paths: Paths) -> ssl.SSLContext:
@@ -292,18 +308,7 @@ def admin_ssl_context(paths: Paths) -> ssl.SSLContext:
 
 def wait_apiserver_ready(paths: Paths, ports: Ports, deadline: float) -> None:
     """Poll the API server's /readyz until it answers 200 or ``deadline`` (monotonic)."""
-    context = admin_ssl_context(paths)
-    last = "no answer"
-    while time.monotonic() < deadline:
-        try:
-            status, body = _get(ports.apiserver, "/readyz", context)
-            if status == 200:
-                return
-            last = f"HTTP {status}: {body.strip()[-300:]}"
-        except OSError as err:
-            last = str(err)
-        time.sleep(0.2)
-    raise HealthError(f"kube-apiserver on port {ports.apiserver} not ready: {last}")
+    wait_http_ok("kube-apiserver", ports.apiserver, "/readyz", admin_ssl_context(paths), deadline)
 
 
 def wait_scheduler_healthy(ports: Ports, deadline: float) -> None:
@@ -313,14 +318,4 @@ def wait_scheduler_healthy(ports: Ports, deadline: float) -> None:
     # verify it against, and this check only asks whether it is up.
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
-    last = "no answer"
-    while time.monotonic() < deadline:
-        try:
-            status, body = _get(ports.scheduler, "/healthz", context)
-            if status == 200:
-                return
-            last = f"HTTP {status}: {body.strip()[-300:]}"
-        except OSError as err:
-            last = str(err)
-        time.sleep(0.2)
-    raise HealthError(f"kube-scheduler on port {ports.scheduler} not healthy: {last}")
+    wait_http_ok("kube-scheduler", ports.scheduler, "/healthz", context, deadline)

@@ -8,8 +8,6 @@ KubeSchedulerConfiguration that calls it for every pod asking for NPUs.
 
 from __future__ import annotations
 
-import http.client
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,7 +16,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from kubenpu.devcluster import controlplane, pki
-from kubenpu.devcluster.controlplane import HealthError, Paths
+from kubenpu.devcluster.controlplane import Paths, wait_http_ok
 from kubenpu.extender.config import RBAC_RULES, scheduler_configuration
 
 #: The process's name in state.json and its log.
@@ -88,18 +86,4 @@ def grant(paths: Paths) -> None:
 
 def wait_ready(port: int, deadline: float) -> None:
     """Poll the extender's /readyz until 200 (synced with the API server)."""
-    last = "no answer"
-    while time.monotonic() < deadline:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-        try:
-            conn.request("GET", "/readyz")
-            response = conn.getresponse()
-            if response.status == 200:
-                return
-            last = f"HTTP {response.status}: {response.read().decode(errors='replace')}"
-        except OSError as err:
-            last = str(err)
-        finally:
-            conn.close()
-        time.sleep(0.1)
-    raise HealthError(f"kubenpu scheduler on port {port} not ready: {last}")
+    wait_http_ok("kubenpu scheduler", port, "/readyz", None, deadline)

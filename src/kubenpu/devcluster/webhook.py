@@ -9,7 +9,6 @@ URL with the CA as caBundle, using the same configurations the Helm chart follow
 
 from __future__ import annotations
 
-import http.client
 import json
 import ssl
 import time
@@ -23,7 +22,7 @@ from kubernetes.client.rest import ApiException
 
 from kubenpu import names
 from kubenpu.devcluster import controlplane, pki
-from kubenpu.devcluster.controlplane import HealthError, Paths
+from kubenpu.devcluster.controlplane import HealthError, Paths, wait_http_ok
 from kubenpu.webhook import registration
 
 #: The process's name in state.json and its log.
@@ -70,21 +69,7 @@ def argv(kubenpu: Sequence[str], paths: Paths, port: int) -> list[str]:
 def wait_ready(paths: Paths, port: int, deadline: float) -> None:
     """Poll the webhook's /readyz over TLS (verified against the cluster CA) until 200."""
     context = ssl.create_default_context(cafile=str(paths.cert("ca")))
-    last = "no answer"
-    while time.monotonic() < deadline:
-        conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=2)
-        try:
-            conn.request("GET", "/readyz")
-            response = conn.getresponse()
-            if response.status == 200:
-                return
-            last = f"HTTP {response.status}"
-        except OSError as err:
-            last = str(err)
-        finally:
-            conn.close()
-        time.sleep(0.1)
-    raise HealthError(f"webhook on port {port} not ready: {last}")
+    wait_http_ok("webhook", port, "/readyz", context, deadline)
 
 
 def _rbac() -> tuple[dict[str, Any], dict[str, Any]]:
