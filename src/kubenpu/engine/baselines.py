@@ -133,8 +133,8 @@ class FgdPolicy(Policy):
 
     ``score = trunc(100 * sigmoid((F_before - F_after) / 1000))`` where F is the expected
     fragmentation over the workload's task mix; for a share, the best over its node's
-    fitting devices. Devices are then chosen by the default rule (a share takes the tightest
-    fitting device), not by the paper's lowest index among equal scores: docs/policy.md.
+    fitting devices, and the share goes to that device (the lowest index among equal
+    scores, as in the paper's simulator).
     """
 
     name = "fgd"
@@ -164,6 +164,17 @@ class FgdPolicy(Policy):
             self.frag.current[nodes[pos]] - self.frag.after_share(nodes[pos], slots, req)
         )
         return np.maximum.reduceat(per_pair, np.flatnonzero(np.r_[True, pos[1:] != pos[:-1]]))
+
+    def select_devices(self, cycle: Cycle, node: int) -> tuple[list[int], list[int]]:
+        req = cycle.request
+        if not req.share_milli:
+            return super().select_devices(cycle, node)
+        # Scored again for the chosen node only: cheaper than keeping a device per node.
+        self.frag.sync()
+        slots = np.flatnonzero(fit.device_fit(cycle.state, req, np.array([node]))[0])
+        at = np.full(slots.size, node)
+        per_device = _sigmoid_score(self.frag.current[at] - self.frag.after_share(at, slots, req))
+        return [int(slots[np.argmax(per_device)])], [req.share_milli]  # first best: lowest index
 
 
 def _sigmoid_score(delta: np.ndarray) -> np.ndarray:
