@@ -7,7 +7,8 @@
 # The last line printed on success is that directory.
 #
 # kube-controller-manager is deliberately not built: kubenpu dev-cluster runs without it
-# (see docs/dev-cluster.md). kubectl is not built either: a packaged kubectl v1.32 is used.
+# (see docs/dev-cluster.md). kubectl is built only when none is on PATH (a packaged kubectl
+# v1.32 is used where the machine has one).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -24,6 +25,11 @@ fi
 
 bin_dir="$cache_root/k8s-$k8s_version/bin"
 binaries=(etcd kube-apiserver kube-scheduler)
+packages=(go.etcd.io/etcd/server/v3 k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-scheduler)
+if ! command -v kubectl >/dev/null 2>&1; then
+    binaries+=(kubectl)
+    packages+=(k8s.io/kubernetes/cmd/kubectl)
+fi
 
 have_all=1
 for b in "${binaries[@]}"; do
@@ -53,11 +59,8 @@ scratch_beside "$bin_dir"
 echo "build-control-plane: building Kubernetes $k8s_version control plane into $bin_dir" >&2
 echo "build-control-plane: $(go version); this takes a while the first time" >&2
 start=$SECONDS
-# One `go build` for all three commands so shared packages are compiled once.
-go build -trimpath -ldflags="$ldflags" -o "$scratch/" \
-    go.etcd.io/etcd/server/v3 \
-    k8s.io/kubernetes/cmd/kube-apiserver \
-    k8s.io/kubernetes/cmd/kube-scheduler
+# One `go build` for all the commands so shared packages are compiled once.
+go build -trimpath -ldflags="$ldflags" -o "$scratch/" "${packages[@]}"
 # The etcd main package is its module's root, so go names that binary after the path element
 # before the major-version suffix ("server").
 mv "$scratch/server" "$scratch/etcd"

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from typing import Any
 
 import yaml
 
+from kubenpu.devcluster import binaries
 from kubenpu.devcluster.cluster import DevCluster
 
 
@@ -60,8 +60,8 @@ class ApiServer:
     def __init__(self, dev: DevCluster) -> None:
         self.dev = dev
         self.kubeconfig = str(dev.kubeconfig)
-        binary = shutil.which("kubectl")
-        assert binary, "kubectl is not on PATH"
+        binary = binaries.kubectl()
+        assert binary, "no kubectl on PATH nor built by hack/build-control-plane.sh"
         self.binary = binary
         self._crds = False
 

@@ -35,3 +35,20 @@ def test_bin_dir_follows_the_cache_dir(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("KUBENPU_CACHE_DIR", str(tmp_path))
     assert binaries.bin_dir() == tmp_path / f"k8s-{binaries.KUBERNETES_VERSION}" / "bin"
     assert binaries.missing() == list(binaries.BINARIES)
+
+
+def test_kubectl_on_path_wins_then_the_built_one(tmp_path, monkeypatch) -> None:
+    on_path = tmp_path / "path"
+    on_path.mkdir()
+    monkeypatch.setenv("KUBENPU_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PATH", str(on_path))
+    assert binaries.kubectl() is None
+    built = binaries.bin_dir() / "kubectl"
+    built.parent.mkdir(parents=True)
+    built.write_text("#!/bin/sh\n")
+    built.chmod(0o755)
+    assert binaries.kubectl() == str(built)
+    packaged = on_path / "kubectl"
+    packaged.write_text("#!/bin/sh\n")
+    packaged.chmod(0o755)
+    assert binaries.kubectl() == str(packaged)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -14,6 +13,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from kubenpu import names
+from kubenpu.devcluster import binaries
 from kubenpu.devcluster.cluster import DevCluster
 
 T = TypeVar("T")
@@ -44,7 +44,7 @@ class Cluster:
     def __init__(self, dev: DevCluster) -> None:
         self.dev = dev
         self.api = k8s.CoreV1Api(k8s_config.new_client_from_config(config_file=str(dev.kubeconfig)))
-        self.kubectl_binary = shutil.which("kubectl")
+        self.kubectl_binary = binaries.kubectl()
 
     def kubectl(self, *args: str, stdin: str | None = None) -> str:
         """Run the installed kubectl against the cluster; return stdout, fail on error."""

@@ -57,8 +57,8 @@ def test_up_kubectl_status_down(cache: Path, tmp_path: Path) -> None:
     assert f"kubeconfig: {kubeconfig}" in up.stdout
     assert oct(kubeconfig.stat().st_mode & 0o777) == "0o600"
 
-    kubectl = shutil.which("kubectl")
-    assert kubectl, "kubectl is not on PATH"
+    kubectl = binaries.kubectl()
+    assert kubectl, "no kubectl on PATH nor built by hack/build-control-plane.sh"
     plain = subprocess.run(
         [kubectl, "--kubeconfig", str(kubeconfig), "get", "nodes"],
         capture_output=True,

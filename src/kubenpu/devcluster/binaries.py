@@ -9,6 +9,7 @@ knows which binaries to look for without reading the source tree.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Final
@@ -39,6 +40,16 @@ def cache_root() -> Path:
 def bin_dir() -> Path:
     """The directory build-control-plane.sh puts this version's binaries in."""
     return cache_root() / f"k8s-{KUBERNETES_VERSION}" / "bin"
+
+
+def kubectl() -> str | None:
+    """The kubectl to use: the one on PATH, else the one build-control-plane.sh builds
+    when the machine has none; None when neither is there."""
+    found = shutil.which("kubectl")
+    if found:
+        return found
+    built = bin_dir() / "kubectl"
+    return str(built) if os.access(built, os.X_OK) else None
 
 
 def missing() -> list[str]:
