@@ -21,7 +21,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
-from itertools import compress
+from itertools import compress, repeat
 from typing import Any, Protocol
 
 import numpy as np
@@ -182,12 +182,14 @@ class Extender:
         kube-scheduler sends the same node names call after call."""
         state = self.cache.state()
         for i, (known_state, known_names, idx) in enumerate(self._recent_names):
-            if known_state is state and known_names == names:
+            if known_state is state and (known_names is names or known_names == names):
                 if i:
                     self._recent_names.insert(0, self._recent_names.pop(i))
                 return idx
         index = state.node_index
-        idx = np.fromiter((index.get(n, -1) for n in names), dtype=np.int64, count=len(names))
+        # map() with dict.get runs in C, several times faster than a generator.
+        found = map(index.get, names, repeat(-1, len(names)))
+        idx = np.fromiter(found, dtype=np.int64, count=len(names))
         self._recent_names = [(state, names, idx), *self._recent_names[:3]]
         return idx
 

@@ -18,22 +18,24 @@ from typing import Any
 
 from kubenpu.extender.core import Extender
 from kubenpu.extender.wire import (
-    ExtenderFilterResult,
+    ExtenderArgs,
+    NameCache,
     WireError,
+    encode_filter_result,
     encode_priorities,
+    escape,
     parse_binding_args,
     parse_extender_args,
-    priority_heads,
+    priority_head,
+    split_node_names,
 )
 
 log = logging.getLogger(__name__)
 
 #: Largest request body accepted (a NodeList of thousands of full Nodes fits).
 MAX_BODY = 64 * 1024 * 1024
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+#: NodeNames arrays remembered (as received or as answered) with their decoded lists.
+RECENT_NAME_LISTS = 8
 
 
 #: Says whether the extender is ready, and why not.
@@ -58,33 +60,33 @@ class ExtenderHTTPServer(ThreadingHTTPServer):
         self.extender = extender
         self.ready = ready
         self.prefix = prefix.rstrip("/")
-        self._recent: dict[str, list[tuple[list[str], Any]]] = {}
-        self._memo_lock = threading.Lock()
+        #: JSON literal, and prioritize head, of each node name.
+        self.escaped = NameCache(escape)
+        self.heads = NameCache(priority_head)
+        self._recent_lists: list[tuple[bytes, list[str]]] = []
+        self._recent_lock = threading.Lock()
         if tls is not None:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.minimum_version = ssl.TLSVersion.TLSv1_2
             context.load_cert_chain(*tls)
             self.socket = context.wrap_socket(self.socket, server_side=True)
 
-    def _memo(self, kind: str, names: list[str], make: Callable[[list[str]], Any]) -> Any:
-        """``make(names)``, remembered for the last few node lists of each kind:
-        kube-scheduler sends the same node names call after call."""
-        with self._memo_lock:
-            recent = self._recent.setdefault(kind, [])
-            for known, value in recent:
-                if known == names:
-                    return value
-            value = make(names)
-            self._recent[kind] = [(names, value), *recent[:3]]
-            return value
+    def known_names(self, array: bytes) -> list[str] | None:
+        """The node name list a NodeNames array encodes, if it is a recent one:
+        kube-scheduler sends prioritize the names filter answered, and often the same
+        names call after call. The same list object comes back, which lets the
+        extender's own per-list memo match by identity."""
+        with self._recent_lock:
+            for known, names in self._recent_lists:
+                if known == array:
+                    return names
+        return None
 
-    def heads(self, names: list[str]) -> list[str]:
-        """:func:`priority_heads` of ``names`` (memoised)."""
-        return self._memo("heads", names, priority_heads)
-
-    def encoded(self, names: list[str]) -> str:
-        """``names`` as a JSON array (memoised)."""
-        return self._memo("names", names, _dumps)
+    def remember_names(self, array: bytes, names: list[str]) -> None:
+        """Note that ``array`` encodes ``names`` (a valid list, never to be modified)."""
+        with self._recent_lock:
+            others = [entry for entry in self._recent_lists if entry[0] != array]
+            self._recent_lists = [(array, names), *others[: RECENT_NAME_LISTS - 1]]
 
     @property
     def port(self) -> int:
@@ -152,12 +154,11 @@ class ExtenderHandler(BaseHTTPRequestHandler):
             self._json(404, {"Error": f"unknown path {self.path[:100]!r}"})
             return
         try:
-            data = self._body()
             extender = self.server.extender
             if verb == "/bind":
-                self._json(200, extender.bind(parse_binding_args(data)))
+                self._json(200, extender.bind(parse_binding_args(_decode(self._raw()))))
                 return
-            args, names = parse_extender_args(data)
+            args, names = self._extender_args()
             if verb == "/filter":
                 result = extender.filter(args, names)
                 if args.get("NodeNames") is None:  # called with full Nodes: answer with Nodes
@@ -167,10 +168,19 @@ class ExtenderHandler(BaseHTTPRequestHandler):
                     result["NodeNames"] = None
                     self._json(200, result)
                 else:
-                    self._send(200, self._encode_filter(names, result))
+                    passed = result["NodeNames"] or []
+                    body, array = encode_filter_result(
+                        passed,
+                        result["FailedNodes"],
+                        result["FailedAndUnresolvableNodes"],
+                        result["Error"],
+                        self.server.escaped,
+                    )
+                    self.server.remember_names(array.encode(), passed)
+                    self._send(200, body)
             else:
                 scores = extender.scores(args, names)
-                self._send(200, encode_priorities(self.server.heads(names), scores))
+                self._send(200, encode_priorities(self.server.heads.many(names), scores))
         except WireError as err:
             extender_verb = verb.lstrip("/")
             self.server.extender.metrics.decisions.labels(extender_verb, "bad_request").inc()
@@ -181,24 +191,27 @@ class ExtenderHandler(BaseHTTPRequestHandler):
                 500, {"Error": f"internal error in {verb.lstrip('/')}; see the extender log"}
             )
 
-    def _encode_filter(self, names: list[str], result: ExtenderFilterResult) -> bytes:
-        """The filter answer as JSON; the node list's encoding is reused when every node
-        passed (the common case), which saves most of the work for thousands of nodes."""
-        passed = result["NodeNames"] or []
-        encoded = self.server.encoded(names) if passed == names else _dumps(passed)
-        return (
-            '{"NodeNames":'
-            + encoded
-            + ',"FailedNodes":'
-            + _dumps(result["FailedNodes"])
-            + ',"FailedAndUnresolvableNodes":'
-            + _dumps(result["FailedAndUnresolvableNodes"])
-            + ',"Error":'
-            + _dumps(result["Error"])
-            + "}"
-        ).encode()
+    def _extender_args(self) -> tuple[ExtenderArgs, list[str]]:
+        """The filter/prioritize body, its NodeNames decoded only when not a recent list."""
+        raw = self._raw()
+        split = split_node_names(raw)
+        data = None
+        if split is not None:
+            head, array = split
+            try:
+                data = json.loads(head)
+            except (ValueError, UnicodeDecodeError):
+                data = None  # not the body's whole head after all: decode it all below
+        if not isinstance(data, dict):
+            return parse_extender_args(_decode(raw))
+        known = self.server.known_names(array)
+        data["NodeNames"] = _decode(array) if known is None else known
+        args, names = parse_extender_args(data)
+        if known is None and args.get("NodeNames") is not None:
+            self.server.remember_names(array, names)
+        return args, names
 
-    def _body(self) -> Any:
+    def _raw(self) -> bytes:
         length = self.headers.get("Content-Length")
         if length is None or not length.isdigit():
             raise WireError("a Content-Length header is required")
@@ -207,8 +220,11 @@ class ExtenderHandler(BaseHTTPRequestHandler):
             # Not read: the connection cannot be reused.
             self.close_connection = True
             raise WireError(f"body of {size} bytes is over the limit of {MAX_BODY}")
-        raw = self.rfile.read(size)
-        try:
-            return json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as err:
-            raise WireError(f"body is not JSON: {err}") from None
+        return self.rfile.read(size)
+
+
+def _decode(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise WireError(f"body is not JSON: {err}") from None
