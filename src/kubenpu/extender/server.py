@@ -206,7 +206,7 @@ class ExtenderHandler(BaseHTTPRequestHandler):
             return parse_extender_args(_decode(raw))
         known = self.server.known_names(array)
         data["NodeNames"] = _decode(array) if known is None else known
-        args, names = parse_extender_args(data)
+        args, names = parse_extender_args(data, names_checked=known is not None)
         if known is None and args.get("NodeNames") is not None:
             self.server.remember_names(array, names)
         return args, names
