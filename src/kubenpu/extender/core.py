@@ -156,6 +156,10 @@ class Extender:
         passed = result["NodeNames"] = (
             list(names) if everyone else list(compress(names, fits.tolist()))
         )
+        with self.lock:
+            # prioritize is called with these names next: their rows are known (a copy,
+            # as the caller owns the answer; equal lists compare in microseconds).
+            self._remember_indices(state, list(passed), idx if everyone else idx[fits])
         failed, never = result["FailedNodes"], {}
         reasons_seen: Counter[str] = Counter()
         # Per reason at once (C loops): thousands of failing nodes cost little.
@@ -190,8 +194,12 @@ class Extender:
         # map() with dict.get runs in C, several times faster than a generator.
         found = map(index.get, names, repeat(-1, len(names)))
         idx = np.fromiter(found, dtype=np.int64, count=len(names))
-        self._recent_names = [(state, names, idx), *self._recent_names[:3]]
+        self._remember_indices(state, names, idx)
         return idx
+
+    def _remember_indices(self, state: Any, names: list[str], idx: np.ndarray) -> None:
+        """Note ``idx`` as the rows of ``names`` in ``state`` (the last four lists)."""
+        self._recent_names = [(state, names, idx), *self._recent_names[:3]]
 
     # -- prioritize ------------------------------------------------------------------
 
