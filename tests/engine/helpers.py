@@ -1,5 +1,8 @@
 """Small hand-made clusters for engine tests."""
 
+from kubenpu.engine import policies
+from kubenpu.engine.framework import Engine
+from kubenpu.engine.state import ClusterState
 from kubenpu.model import Device, Node, Request
 
 
@@ -22,3 +25,18 @@ def share(name: str, milli: int, cpu: int = 1000, mem: int = 1024, models=()) ->
 
 def cpu_only(name: str, cpu: int = 1000, mem: int = 1024) -> Request:
     return Request(name, cpu, mem)
+
+
+def engine(nodes, spec, pods=(), seed=1, holdings=()) -> Engine:
+    """An engine over ``nodes`` with policy ``spec`` (task mix from ``pods``), after
+    reserving ``holdings`` ((placement, request) pairs)."""
+    state = ClusterState(nodes)
+    for placement, req in holdings:
+        state.reserve(placement, req)
+    return Engine(state, policies.factory(spec)(state, list(pods)), seed=seed)
+
+
+def scores(eng: Engine, req: Request) -> dict[int, float]:
+    """The profile's score per feasible node index for ``req``."""
+    cyc = eng.cycle(req)
+    return dict(zip(cyc.candidates.tolist(), eng.profile.score(cyc).tolist(), strict=True))

@@ -9,20 +9,8 @@ from kubenpu.engine.framework import MAX_SCORE, Code, Engine
 from kubenpu.engine.state import FULL, ClusterState
 from kubenpu.model import Placement
 
-from .helpers import cpu_only, node, share, whole
+from .helpers import cpu_only, engine, node, scores, share, whole
 from .test_properties import clusters, requests
-
-
-def engine(nodes, spec, pods=(), seed=1, holdings=()):
-    st = ClusterState(nodes)
-    for placement, req in holdings:
-        st.reserve(placement, req)
-    return Engine(st, policies.factory(spec)(st, list(pods)), seed=seed)
-
-
-def scores(eng, req):
-    cyc = eng.cycle(req)
-    return dict(zip(cyc.candidates.tolist(), eng.profile.score(cyc).tolist(), strict=True))
 
 
 def test_dotprod_prefers_the_node_whose_free_vector_aligns_least():

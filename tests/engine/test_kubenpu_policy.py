@@ -4,27 +4,14 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from kubenpu.engine import policies
 from kubenpu.engine.fragmentation import HostAwareFragmentation, task_mix
 from kubenpu.engine.framework import Code, Engine, Profile
 from kubenpu.engine.kubenpu_policy import KubenpuPolicy
 from kubenpu.engine.state import ClusterState
 from kubenpu.model import Placement
 
-from .helpers import cpu_only, node, share, whole
+from .helpers import cpu_only, engine, node, scores, share, whole
 from .test_properties import clusters, requests
-
-
-def engine(nodes, spec, pods, seed=1, holdings=()):
-    st_ = ClusterState(nodes)
-    for placement, req in holdings:
-        st_.reserve(placement, req)
-    return Engine(st_, policies.factory(spec)(st_, list(pods)), seed=seed)
-
-
-def scores(eng, req):
-    cyc = eng.cycle(req)
-    return dict(zip(cyc.candidates.tolist(), eng.profile.score(cyc).tolist(), strict=True))
 
 
 def test_the_measure_counts_devices_the_cpu_cannot_feed():
