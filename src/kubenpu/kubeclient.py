@@ -6,6 +6,8 @@ simulator) do not pay for loading the client.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -25,3 +27,22 @@ def core_api(kubeconfig: str = "") -> Any:
         config.load_incluster_config(client_configuration=configuration)
         api_client = client.ApiClient(configuration)
     return client.CoreV1Api(api_client)
+
+
+def watch_chunks(response: Any) -> Iterator[list[dict[str, Any]]]:
+    """The events of a watch response read without preloading (``_preload_content=False``),
+    as one list per chunk the server sent (possibly empty): callers can look up between
+    chunks, e.g. to stop. A line split across chunks is joined first. The connection goes
+    back to the pool when the stream ends or the iteration is closed."""
+    try:
+        buffer = b""
+        for chunk in response.stream(amt=None):
+            buffer += chunk
+            events = []
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                if line.strip():
+                    events.append(json.loads(line))
+            yield events
+    finally:
+        response.release_conn()

@@ -33,6 +33,7 @@ starts one per node.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -55,6 +56,7 @@ from kubernetes.client.exceptions import ApiException
 
 from kubenpu.deviceplugin.api import KUBELET_CHECKPOINT, pb
 from kubenpu.deviceplugin.kubelet import KubeletPeer, PeerDevice, is_extended_resource_name
+from kubenpu.kubeclient import watch_chunks
 
 log = logging.getLogger("kubenpu.devcluster.nodeagent")
 
@@ -446,18 +448,12 @@ class NodeAgent:
             timeout_seconds=300,
             _preload_content=False,
         )
-        try:
-            buffer = b""
-            for chunk in response.stream(amt=None):
-                buffer += chunk
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
-                    if line.strip():
-                        self._on_event(json.loads(line))
+        with contextlib.closing(watch_chunks(response)) as chunks:
+            for events in chunks:
+                for event in events:
+                    self._on_event(event)
                 if self.stop_event.is_set():
                     return
-        finally:
-            response.release_conn()
 
     def _on_event(self, event: dict[str, Any]) -> None:
         pod = event["object"]

@@ -7,6 +7,7 @@ on plain dicts and building the client's models would cost milliseconds per obje
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from kubenpu.extender.core import ApiError, Conflict
-from kubenpu.kubeclient import core_api
+from kubenpu.kubeclient import core_api, watch_chunks
 
 _MERGE_PATCH = "application/merge-patch+json"
 #: Timeout of one API request, seconds.
@@ -68,16 +69,9 @@ class KubernetesApi:
                 yield {"type": "ERROR", "object": {"code": 410, "message": "Gone"}}
                 return
             raise _error(err, f"watch {kind}") from None
-        try:
-            buffer = b""
-            for chunk in response.stream(amt=None):
-                buffer += chunk
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
-                    if line.strip():
-                        yield json.loads(line)
-        finally:
-            response.release_conn()
+        with contextlib.closing(watch_chunks(response)) as chunks:
+            for events in chunks:
+                yield from events
 
     # -- bind ------------------------------------------------------------------------
 
