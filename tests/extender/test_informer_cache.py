@@ -119,3 +119,16 @@ def test_service_is_ready_once_synced() -> None:
     assert service.cache.num_nodes == 1
     assert service.cache.num_pods == 1
     service.shutdown()
+
+
+def test_untranslatable_objects_show_in_the_metrics() -> None:
+    bad = pod("both", npus=1, core=30)  # whole and shared NPUs at once: not translatable
+    api = FakeApi([node("n1")], [pod("p", npus=1, node_name="n1"), bad])
+    service = ExtenderService(api, policy="bestfit")
+    service.start()
+    assert service.wait_synced(5)
+    text = service.metrics.render().decode()
+    assert 'kubenpu_extender_cache_problems{kind="pod"} 1.0' in text
+    assert 'kubenpu_extender_cache_problems{kind="node"} 0.0' in text
+    assert 'kubenpu_extender_cache_problems{kind="conflict"} 0.0' in text
+    service.shutdown()

@@ -116,9 +116,9 @@ class ClusterCache:
         self._state: ClusterState | None = None
         self._engine: Engine | None = None
         self._shapes: frozenset = frozenset()
-        #: Objects that could not be translated, by kind (for metrics and logs).
+        #: Objects that could not be translated, by kind (exported as a metric).
         self.rejected: Counter[str] = Counter()
-        #: Recorded placements that did not fit when reserved (should stay 0).
+        #: Recorded placements that did not fit when reserved (exported; should stay 0).
         self.conflicts = 0
 
     # -- nodes -----------------------------------------------------------------------

@@ -59,6 +59,13 @@ class ExtenderMetrics:
             ["kind"],
             registry=self.registry,
         )
+        self.cache_problems = Gauge(
+            "kubenpu_extender_cache_problems",
+            "Should stay 0: objects the cache could not translate (node, pod) and recorded "
+            "placements that did not fit it when reserved (conflict).",
+            ["kind"],
+            registry=self.registry,
+        )
         self.ready = Gauge(
             "kubenpu_extender_ready", "1 when synced with the API server.", registry=self.registry
         )

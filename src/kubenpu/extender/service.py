@@ -87,6 +87,10 @@ class ExtenderService:
         gauge.labels("nodes").set(self.cache.num_nodes)
         gauge.labels("pods").set(self.cache.num_pods)
         gauge.labels("placements").set(len(self.cache.state().holdings))
+        problems = self.metrics.cache_problems
+        for kind in ("node", "pod"):
+            problems.labels(kind).set(self.cache.rejected[kind])
+        problems.labels("conflict").set(self.cache.conflicts)
 
     def ready(self) -> tuple[bool, str]:
         """Ready when every informer is synced (and has not lost the API since)."""
