@@ -38,7 +38,6 @@ class ClusterState:
         n = len(self.nodes)
         d = max((len(x.devices) for x in self.nodes), default=0)
         self.num_nodes = n
-        self.max_devices = d
         self.node_index: dict[str, int] = {}
         for i, node in enumerate(self.nodes):
             if node.name in self.node_index:

@@ -16,8 +16,6 @@ from kubenpu.errors import DeviceError
 
 log = logging.getLogger(__name__)
 
-#: Backend names accepted by ``--backend``, besides ``auto``.
-BACKENDS = ("mock", "devfs", "nvml", "ascend")
 #: The order ``auto`` tries; mock is never picked automatically.
 AUTO_ORDER = ("nvml", "ascend", "devfs")
 
