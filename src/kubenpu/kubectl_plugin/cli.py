@@ -54,7 +54,6 @@ class Cluster:
     def __init__(self, kubeconfig: str | None, context: str | None) -> None:
         from kubernetes import client, config  # imported here: `--help` stays fast
 
-        self._client = client
         configuration = client.Configuration()
         try:
             contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)
