@@ -61,8 +61,8 @@ class ExtenderMetrics:
         )
         self.cache_problems = Gauge(
             "kubenpu_extender_cache_problems",
-            "Should stay 0: objects the cache could not translate (node, pod) and recorded "
-            "placements that did not fit it when reserved (conflict).",
+            "Should stay 0, counted since start: Node and Pod updates the cache could not "
+            "translate (node, pod) and recorded placements that did not fit it (conflict).",
             ["kind"],
             registry=self.registry,
         )
