@@ -119,3 +119,26 @@ def test_scoring_distinct_states_once_agrees_with_every_node(nodes, reqs):
             assert (np.diff(got[order]) >= -1e-9).all()
             assert ((got >= 0) & (got <= 100)).all()
         eng.place(req)
+
+
+def test_a_share_follows_the_best_packing_of_the_share_mix():
+    # Mix: whole pods, 470s, and 320s that pair with 650s. Device 0 holds a 470 (530
+    # free), device 1 is free. FGD's measure puts a 320 on device 0, keeping device 1 whole
+    # (fragment 210 rather than 658). But 210 beside a 470 is lost for good, while a 320 on
+    # a fresh device leaves 680 for a 650: kubenpu's share plan takes device 1.
+    mix = [whole("w")] * 5 + [share("a", 470)] * 3 + [share("b", 320), share("c", 650)]
+    held = [(Placement("x", "a", ("a-0",), (470,)), share("x", 470))]
+    fgd = engine([node("a", 2)], "fgd", mix, holdings=held)
+    assert fgd.place(share("p", 320)).placement.device_ids == ("a-0",)
+    eng = engine([node("a", 2)], "kubenpu", mix, holdings=held)
+    assert eng.place(share("p", 320)).placement.device_ids == ("a-1",)
+
+
+def test_among_equal_costs_to_the_plan_the_measure_chooses_the_node():
+    # Mix: whole 1-NPU pods with 8000 CPU and 500 shares. A share costs the plan the same
+    # on either node's fresh device; on A (16000 CPU for 2 NPUs) a CPU-light share leaves
+    # CPU for the other NPU, on B (12000 CPU) its 6000 CPU would leave the other unfed.
+    mix = [whole("w", cpu=8000)] * 4 + [share("s", 500, cpu=1000)] * 4
+    eng = engine([node("a", 2, cpu=16_000), node("b", 2, cpu=12_000)], "kubenpu", mix)
+    got = scores(eng, share("p", 500, cpu=6000))
+    assert got == {0: 100.0, 1: 0.0}

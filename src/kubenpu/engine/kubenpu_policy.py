@@ -19,7 +19,8 @@ from kubenpu.engine import fit
 from kubenpu.engine.fragmentation import HostAwareFragmentation, TaskMix
 from kubenpu.engine.framework import MAX_SCORE, Cycle, Policy
 from kubenpu.engine.nodecache import PerShape
-from kubenpu.engine.state import ClusterState
+from kubenpu.engine.share_plan import plan_shares
+from kubenpu.engine.state import FULL, ClusterState
 from kubenpu.model import Request
 
 #: Changes of the measure closer than this (milli) are equal: float noise, not a preference.
@@ -33,9 +34,15 @@ class KubenpuPolicy(Policy):
 
     def __init__(self, mix: TaskMix, state: ClusterState):
         self.frag = HostAwareFragmentation(mix, state)
-        # Per request shape and node: the drop of fragmentation and, for a share, the free
-        # compute of the device that gives it.
-        self._drops = PerShape(state, (np.float64, np.int16))
+        shares = (mix.count == 1) & (mix.per_device > 0) & (mix.per_device < FULL)
+        demand: dict[int, float] = {}
+        sizes, pods = mix.per_device[shares].tolist(), mix.pods[shares].tolist()
+        for size, n in zip(sizes, pods, strict=True):
+            demand[size] = demand.get(size, 0) + n
+        self.plan = plan_shares(demand)
+        # Per request shape and node: the plan's cost and the drop of fragmentation of the
+        # best placement there and, for a share, the free compute of the device it takes.
+        self._values = PerShape(state, (np.float64, np.float64, np.int16))
 
     def score(self, cycle: Cycle) -> np.ndarray:
         req, cand = cycle.request, cycle.candidates
@@ -47,32 +54,40 @@ class KubenpuPolicy(Policy):
             req.share_memory_mib,
             req.models,
         )
-        values = self._drops.get(key, cand, lambda nodes: self._drop(cycle.state, req, nodes))
+        values = self._values.get(key, cand, lambda nodes: self._evaluate(cycle.state, req, nodes))
         cycle.data[self.name] = values
-        drop = values[0][cand]
+        cost, drop = values[0][cand], values[1][cand]
+        if req.share_milli:
+            # The plan first, the measure among equals: scores are ranks of (cost, -drop).
+            order = np.lexsort((-drop, cost))
+            step = np.r_[False, (np.diff(cost[order]) != 0) | (np.diff(drop[order]) != 0)]
+            rank = np.empty(cand.size)
+            rank[order] = np.cumsum(step)
+            return (1 - rank / max(rank.max(), 1)) * MAX_SCORE
         lo, hi = drop.min(), drop.max()
         if hi == lo:
             return np.full(cand.size, float(MAX_SCORE))
         # (x - lo) / (hi - lo) is exactly 1 at the top, so the best scores exactly MAX_SCORE.
         return (drop - lo) / (hi - lo) * MAX_SCORE
 
-    def _drop(
+    def _evaluate(
         self, s: ClusterState, req: Request, nodes: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Per node, the drop of fragmentation and (for a share) the chosen device's free."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per node: the plan's cost, the drop of fragmentation and (for a share) the free
+        compute of the device that gives them."""
         self.frag.sync()
         if req.share_milli:
-            drop, free = self._best_devices(s, req, nodes)
-        else:
-            drop = self.frag.current[nodes] - self.frag.after_whole(nodes, req)
-            free = np.zeros(nodes.size, dtype=np.int16)
-        return np.round(drop / RESOLUTION) * RESOLUTION, free
+            return self._best_devices(s, req, nodes)
+        drop = self.frag.current[nodes] - self.frag.after_whole(nodes, req)
+        zeros = np.zeros(nodes.size)
+        return zeros, np.round(drop / RESOLUTION) * RESOLUTION, zeros.astype(np.int16)
 
     def _best_devices(
         self, s: ClusterState, req: Request, nodes: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Per node, the best drop of fragmentation over its fitting devices, and the free
-        compute of the device that gives it (the tightest such device on ties)."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per node, over its fitting devices: the least cost to the plan, the best drop of
+        fragmentation among those, and the free compute of the device that gives both (the
+        tightest such device on ties)."""
         pos, slots = np.nonzero(fit.device_fit(s, req)[nodes])
         free = s.dev_free[nodes[pos], slots]
         # Devices of one node with equal free compute give equal results: try one of each.
@@ -80,17 +95,18 @@ class KubenpuPolicy(Policy):
         pos, slots, free = pos[order], slots[order], free[order]
         new = np.r_[True, (pos[1:] != pos[:-1]) | (free[1:] != free[:-1])]
         pos, slots, free = pos[new], slots[new], free[new]
-        per_pair = self.frag.current[nodes[pos]] - self.frag.after_share(nodes[pos], slots, req)
-        per_pair = np.round(per_pair / RESOLUTION) * RESOLUTION
-        best = np.lexsort((free, -per_pair, pos))
+        cost = self.plan.cost(free, req.share_milli)
+        drop = self.frag.current[nodes[pos]] - self.frag.after_share(nodes[pos], slots, req)
+        drop = np.round(drop / RESOLUTION) * RESOLUTION
+        best = np.lexsort((free, -drop, cost, pos))
         best = best[np.r_[True, pos[best][1:] != pos[best][:-1]]]
-        return per_pair[best], free[best]
+        return cost[best], drop[best], free[best]
 
     def select_devices(self, cycle: Cycle, node: int) -> tuple[list[int], list[int]]:
         req = cycle.request
         if not req.share_milli:
             return super().select_devices(cycle, node)
-        want = cycle.data[self.name][1][node]
+        want = cycle.data[self.name][2][node]
         # A node in the same state as the one scored has a fitting device this free.
         fits = fit.device_fit(cycle.state, req)[node] & (cycle.state.dev_free[node] == want)
         return [int(np.flatnonzero(fits)[0])], [req.share_milli]
