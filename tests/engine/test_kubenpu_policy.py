@@ -142,3 +142,11 @@ def test_among_equal_costs_to_the_plan_the_measure_chooses_the_node():
     eng = engine([node("a", 2, cpu=16_000), node("b", 2, cpu=12_000)], "kubenpu", mix)
     got = scores(eng, share("p", 500, cpu=6000))
     assert got == {0: 100.0, 1: 0.0}
+
+
+def test_nearly_equal_shares_are_one_shape_on_the_grid():
+    mix = task_mix([share("a", 333), share("b", 338), share("c", 340), share("d", 341)], grid=10)
+    assert sorted(zip(mix.per_device.tolist(), mix.pods.tolist(), strict=True)) == [
+        (340, 3),
+        (350, 1),
+    ]

@@ -43,25 +43,29 @@ class TaskMix:
         return int(self.prob.size)
 
 
-def shape_of(req: Request) -> tuple[int, int, int, frozenset[str]]:
-    """(cpu, per-device milli, device count, models) of a request."""
+def shape_of(req: Request, grid: int = 1) -> tuple[int, int, int, frozenset[str]]:
+    """(cpu, per-device milli, device count, models) of a request; a share's milli is
+    rounded up to a multiple of ``grid``."""
     if req.npus:
         return req.cpu_milli, FULL, req.npus, req.models
     if req.share_milli:
-        return req.cpu_milli, req.share_milli, 1, req.models
+        return req.cpu_milli, -(-req.share_milli // grid) * grid, 1, req.models
     return req.cpu_milli, 0, 0, frozenset()
 
 
-def task_mix(pods: Sequence[Request], coverage: float = 0.95) -> TaskMix:
+def task_mix(pods: Sequence[Request], coverage: float = 0.95, grid: int = 1) -> TaskMix:
     """The most common shapes of ``pods`` covering ``coverage`` of them, renormalised.
 
     Shapes are (CPU, per-device compute, device count, models); memory is left out, as in
     the FGD paper. Ties in popularity go to the larger shape so the result is deterministic.
+    Share sizes are rounded up to a multiple of ``grid`` milli: on a workload of many
+    nearly equal shares that keeps the mix, and the cost of the measure, small.
     """
-    counts = Counter(shape_of(p) for p in pods)
+    shapes = [shape_of(p, grid) for p in pods]
+    counts = Counter(shapes)
     memory: Counter = Counter()
-    for p in pods:
-        memory[shape_of(p)] += p.memory_mib
+    for p, shape in zip(pods, shapes, strict=True):
+        memory[shape] += p.memory_mib
     ranked = sorted(
         counts.items(),
         key=lambda kv: (kv[1], kv[0][0], kv[0][1], kv[0][2], "|".join(sorted(kv[0][3]))),

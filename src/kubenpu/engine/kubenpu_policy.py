@@ -96,9 +96,14 @@ class KubenpuPolicy(Policy):
         new = np.r_[True, (pos[1:] != pos[:-1]) | (free[1:] != free[:-1])]
         pos, slots, free = pos[new], slots[new], free[new]
         cost = self.plan.cost(free, req.share_milli)
+        # Only a node's cheapest devices can be its best: measure just those.
+        starts = np.flatnonzero(np.r_[True, pos[1:] != pos[:-1]])
+        least = np.minimum.reduceat(cost, starts)
+        cheapest = cost == np.repeat(least, np.diff(np.r_[starts, pos.size]))
+        pos, slots, free, cost = pos[cheapest], slots[cheapest], free[cheapest], cost[cheapest]
         drop = self.frag.current[nodes[pos]] - self.frag.after_share(nodes[pos], slots, req)
         drop = np.round(drop / RESOLUTION) * RESOLUTION
-        best = np.lexsort((free, -drop, cost, pos))
+        best = np.lexsort((free, -drop, pos))
         best = best[np.r_[True, pos[best][1:] != pos[best][:-1]]]
         return cost[best], drop[best], free[best]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from kubenpu.engine import share_plan
 from kubenpu.engine.baselines import BASELINE_CLASSES, FgdPolicy
 from kubenpu.engine.fragmentation import task_mix
 from kubenpu.engine.framework import Policy, Profile
@@ -62,8 +63,8 @@ def _make(name: str, state: ClusterState, pods: Sequence[Request]) -> Policy:
         return FgdPolicy(task_mix(pods), state)
     if cls is KubenpuPolicy:
         # Every shape, not FGD's 95% most common: rare shapes (8-NPU pods, pinned models)
-        # hold a large share of the devices.
-        return KubenpuPolicy(task_mix(pods, coverage=1.0), state)
+        # hold a large share of the devices. Shares on the plan's grid: finer is noise.
+        return KubenpuPolicy(task_mix(pods, coverage=1.0, grid=share_plan.GRID), state)
     return cls()
 
 
