@@ -38,8 +38,11 @@ PAPER_NAMES = {
 
 def paper_results(trace: Path) -> dict[tuple[str, str, int], float]:
     """(workload, our policy name, seed) -> the paper's allocation at the last column."""
-    out = {}
-    with (trace / "fgd_paper_expected_allocation.csv").open(newline="") as f:
+    out: dict[tuple[str, str, int], float] = {}
+    path = trace / "fgd_paper_expected_allocation.csv"
+    if not path.exists():  # a directory of other workloads (bench/reshape_trace.py)
+        return out
+    with path.open(newline="") as f:
         for row in csv.DictReader(f):
             name = PAPER_NAMES.get(row["sc_policy"])
             if name:
