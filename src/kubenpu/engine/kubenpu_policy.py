@@ -1,11 +1,14 @@
-"""``kubenpu``: fragmentation gradient descent that also counts what the host cannot feed.
+"""``kubenpu``: shares packed by the prices of the best packing, the rest by host-aware FGD.
 
-The score of a node is how much the expected fragmentation of the cluster drops if the pod
-lands there (``HostAwareFragmentation``: FGD's measure plus the free devices the node's CPU
-and memory cannot keep busy), over every task shape of the workload, not just the most
-common ones, and without truncating the change to an integer. A share goes to the device
-that gives its node the best change (on ties, the tightest device); whole devices follow
-the default topology-aware choice. docs/policy.md has the measurements behind each choice.
+A share goes where it costs the share plan least (``share_plan``: the LP over the
+workload's share sizes prices each size, and a placement costs the potential it destroys
+on its device); among placements equal for the plan, and for every other pod, the score is
+how much the expected fragmentation of the cluster drops if the pod lands there
+(``HostAwareFragmentation``: FGD's measure plus the free devices the node's CPU and memory
+cannot keep busy), over every task shape of the workload, not just the most common ones,
+and without truncating the change to an integer. A share takes the device its node was
+ranked by (on ties, the tightest); whole devices follow the default topology-aware choice.
+docs/policy.md has the measurements behind each choice.
 
 Nodes in the same state score the same, so each distinct state among the candidates is
 scored once and the engine's tie-break order picks among equals.
@@ -28,7 +31,8 @@ RESOLUTION = 1e-6
 
 
 class KubenpuPolicy(Policy):
-    """Host-aware fragmentation gradient descent over the workload's full task mix."""
+    """The share plan first for shares, then host-aware fragmentation gradient descent over
+    the workload's full task mix."""
 
     name = "kubenpu"
 
