@@ -140,8 +140,23 @@ def test_among_equal_costs_to_the_plan_the_measure_chooses_the_node():
     # CPU for the other NPU, on B (12000 CPU) its 6000 CPU would leave the other unfed.
     mix = [whole("w", cpu=8000)] * 4 + [share("s", 500, cpu=1000)] * 4
     eng = engine([node("a", 2, cpu=16_000), node("b", 2, cpu=12_000)], "kubenpu", mix)
-    got = scores(eng, share("p", 500, cpu=6000))
-    assert got == {0: 100.0, 1: 0.0}
+    # Equal for the plan: both in the upper half of the scale, ranked by the measure.
+    assert scores(eng, share("p", 500, cpu=6000)) == {0: 100.0, 1: 50.0}
+
+
+def test_a_costlier_placement_scores_below_every_cheapest_one():
+    # Mix: 470s (price 1/2: two fill a device) and 320s (price 1/3: three do). A 320 beside
+    # a 470 on A (530 free) leaves 210, which nothing fills: it destroys the 470's partner,
+    # cost 1/2. Beside a 320 on B (680 free -> 360) or on C's fresh device (1000 -> 680) it
+    # costs 1/3. A ranks below both, in the lower half of the scale.
+    mix = [share("s", 470)] * 3 + [share("t", 320)] * 3
+    held = [
+        (Placement("x", "a", ("a-0",), (470,)), share("x", 470)),
+        (Placement("y", "b", ("b-0",), (320,)), share("y", 320)),
+    ]
+    eng = engine([node("a", 1), node("b", 1), node("c", 1)], "kubenpu", mix, holdings=held)
+    got = scores(eng, share("p", 320))
+    assert got[0] < 50 <= min(got[1], got[2])
 
 
 def test_nearly_equal_shares_are_one_shape_on_the_grid():
