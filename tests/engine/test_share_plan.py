@@ -32,7 +32,7 @@ def every_filling_lp(demand: dict[int, int]) -> float:
 
 
 def test_one_size_costs_its_slot():
-    plan = plan_shares({500: 7})
+    plan = plan_shares({500: 7}.items())
     assert plan.price.tolist() == pytest.approx([0.5])
     assert plan.devices_per_share == pytest.approx(0.5)
     assert plan.potential[FULL] == pytest.approx(1.0)
@@ -41,7 +41,7 @@ def test_one_size_costs_its_slot():
 
 def test_a_share_nothing_can_join_costs_a_whole_device():
     # 810s outnumber the 160s that could fill their 190: an 810 costs a device, a 160 rides free.
-    plan = plan_shares({810: 10, 160: 1})
+    plan = plan_shares({810: 10, 160: 1}.items())
     assert plan.price.tolist() == pytest.approx([0.0, 1.0])
     assert plan.devices_per_share == pytest.approx(10 / 11)
 
@@ -50,7 +50,7 @@ def test_a_320_opens_a_device_rather_than_spoil_a_470s_pair():
     # 470s pair with each other (60 left) and 320s with 650s (30 left). On a device a 470
     # already holds (530 free), a 320 would leave 210 nothing common fills: that costs more
     # than starting a fresh device, which a 650 can complete.
-    plan = plan_shares({470: 750, 320: 330, 650: 250})
+    plan = plan_shares({470: 750, 320: 330, 650: 250}.items())
     on_the_470 = plan.cost(np.array([530]), 320)[0]
     fresh = plan.cost(np.array([FULL]), 320)[0]
     assert fresh < on_the_470
@@ -59,14 +59,14 @@ def test_a_320_opens_a_device_rather_than_spoil_a_470s_pair():
 
 
 def test_no_shares_gives_a_plan_that_prefers_nothing():
-    plan = plan_shares({})
+    plan = plan_shares({}.items())
     assert plan.sizes.size == 0
     assert (plan.cost(np.array([FULL, 600, 10]), 10) == 0).all()
 
 
 def test_sizes_are_priced_on_a_ten_milli_grid():
-    assert plan_shares({333: 1}).sizes.tolist() == [340]
-    assert plan_shares({331: 1, 340: 2}).sizes.tolist() == [340]
+    assert plan_shares({333: 1}.items()).sizes.tolist() == [340]
+    assert plan_shares({331: 1, 340: 2}.items()).sizes.tolist() == [340]
 
 
 @settings(max_examples=30, deadline=None)
@@ -76,7 +76,7 @@ def test_sizes_are_priced_on_a_ten_milli_grid():
     )
 )
 def test_column_generation_reaches_the_lp_optimum_with_feasible_prices(demand):
-    plan = plan_shares(demand)
+    plan = plan_shares(demand.items())
     assert plan.devices_per_share == pytest.approx(every_filling_lp(demand), abs=1e-7)
     # Dual feasible: no filling of a device is worth more than one device.
     assert plan.potential[FULL] <= 1 + 1e-6

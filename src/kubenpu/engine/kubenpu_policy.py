@@ -39,11 +39,8 @@ class KubenpuPolicy(Policy):
     def __init__(self, mix: TaskMix, state: ClusterState):
         self.frag = HostAwareFragmentation(mix, state)
         shares = (mix.count == 1) & (mix.per_device > 0) & (mix.per_device < FULL)
-        demand: dict[int, float] = {}
         sizes, pods = mix.per_device[shares].tolist(), mix.pods[shares].tolist()
-        for size, n in zip(sizes, pods, strict=True):
-            demand[size] = demand.get(size, 0) + n
-        self.plan = plan_shares(demand)
+        self.plan = plan_shares(zip(sizes, pods, strict=True))
         # Per request shape and node: the plan's cost and the drop of fragmentation of the
         # best placement there and, for a share, the free compute of the device it takes.
         self._values = PerShape(state, (np.float64, np.float64, np.int16))

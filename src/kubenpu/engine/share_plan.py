@@ -18,7 +18,7 @@ would. The knapsack table of the last round is the potential.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,8 +81,9 @@ def _filling(sizes: np.ndarray, last: np.ndarray, h: int) -> np.ndarray:
     return counts
 
 
-def plan_shares(demand: Mapping[int, float]) -> SharePlan:
-    """The prices for a mix of share sizes (milli -> how often it is asked for).
+def plan_shares(demand: Iterable[tuple[int, float]]) -> SharePlan:
+    """The prices for a mix of share sizes: (milli, how often it is asked for) pairs, a size
+    possibly in several pairs (a task mix has one per shape).
 
     An empty mix gives an all-zero potential: every placement destroys nothing, so the
     plan leaves the choice to whatever ranks placements next.
@@ -90,7 +91,7 @@ def plan_shares(demand: Mapping[int, float]) -> SharePlan:
     from scipy.optimize import linprog  # imported here: only policies that price shares pay
 
     rounded: dict[int, float] = {}
-    for size, n in demand.items():
+    for size, n in demand:
         if n > 0 and 0 < size <= FULL:
             up = -(-size // GRID) * GRID
             rounded[up] = rounded.get(up, 0.0) + n
