@@ -1,14 +1,13 @@
 #!/usr/bin/env bash
-# Builds the official Kubernetes control plane (etcd, kube-apiserver, kube-scheduler) from
-# their published Go modules, at the versions pinned in hack/go.mod, into a cache directory
-# outside the repository. Does nothing when the binaries are already there.
+# Builds the official Kubernetes binaries (etcd, kube-apiserver, kube-scheduler,
+# kube-controller-manager, kubelet, kube-proxy, kubectl) from their published Go modules, at the versions
+# pinned in hack/go.mod, into a cache directory outside the repository. Does nothing when the
+# binaries are already there.
 #
 # Output: ${KUBENPU_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kubenpu}/k8s-<version>/bin
 # The last line printed on success is that directory.
 #
-# kube-controller-manager is deliberately not built: kubenpu dev-cluster runs without it
-# (see docs/dev-cluster.md). kubectl is built only when none is on PATH (a packaged kubectl
-# v1.32 is used where the machine has one).
+# kubectl is always built: a packaged one is rarely within one minor version of the server.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -24,12 +23,11 @@ if [[ -z "$k8s_version" ]]; then
 fi
 
 bin_dir="$cache_root/k8s-$k8s_version/bin"
-binaries=(etcd kube-apiserver kube-scheduler)
-packages=(go.etcd.io/etcd/server/v3 k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-scheduler)
-if ! command -v kubectl >/dev/null 2>&1; then
-    binaries+=(kubectl)
-    packages+=(k8s.io/kubernetes/cmd/kubectl)
-fi
+binaries=(etcd kube-apiserver kube-scheduler kube-controller-manager kubelet kube-proxy kubectl)
+packages=(go.etcd.io/etcd/server/v3)
+for b in "${binaries[@]:1}"; do
+    packages+=("k8s.io/kubernetes/cmd/$b")
+done
 
 have_all=1
 for b in "${binaries[@]}"; do
@@ -40,7 +38,7 @@ if [[ "$have_all" == 1 ]]; then
     exit 0
 fi
 
-require_go build-control-plane 1.23
+require_go build-control-plane 1.26
 
 major_minor="${k8s_version#v}"
 major="${major_minor%%.*}"
