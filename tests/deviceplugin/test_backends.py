@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import types
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from kubenpu.deviceplugin.backends import open_backend
 from kubenpu.deviceplugin.backends.ascend import AscendBackend
 from kubenpu.deviceplugin.backends.devfs import DevfsBackend
-from kubenpu.deviceplugin.backends.mock import MockBackend
+from kubenpu.deviceplugin.backends.mock import MOCK_MAJOR, MockBackend
 from kubenpu.deviceplugin.backends.nvml import NvmlBackend
 from kubenpu.deviceplugin.config import resolve_config
 from kubenpu.deviceplugin.devices import MountSpec
@@ -78,6 +79,33 @@ def test_mock_spreads_devices_over_numa_nodes(tmp_path: Path) -> None:
     assert [d.numa_node for d in devices] == [0, 0, 0, 1, 1, 1]
     (tmp_path / "unhealthy-npu-4").touch()
     assert list(backend.unhealthy(devices)) == ["npu-4"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mknod of a character device needs CAP_MKNOD")
+def test_mock_with_a_dev_dir_makes_real_device_nodes(tmp_path: Path) -> None:
+    backend, devices = open_backend(
+        resolve_config({"backend": "mock", "mock-devices": 2, "mock-dev-dir": str(tmp_path)}, {})
+    )
+    for i, device in enumerate(devices):
+        (path,) = device.paths
+        st = os.stat(path)
+        assert path == str(tmp_path / f"mock-npu{i}")
+        assert stat.S_ISCHR(st.st_mode)
+        assert (os.major(st.st_rdev), os.minor(st.st_rdev)) == (MOCK_MAJOR, i)
+        # The container sees it where the kubelet stand-in always expected it.
+        assert backend.device_node(path) == (path, f"/dev/mock-npu{i}")
+    # A stale file in the way is replaced; discovery twice is harmless.
+    os.unlink(tmp_path / "mock-npu1")
+    (tmp_path / "mock-npu1").write_text("not a device")
+    backend.discover()
+    assert stat.S_ISCHR(os.stat(tmp_path / "mock-npu1").st_mode)
+
+
+def test_mock_without_a_dev_dir_names_nodes_that_need_not_exist() -> None:
+    backend = MockBackend(1)
+    (device,) = backend.discover()
+    assert device.paths == ("/dev/mock-npu0",)
+    assert backend.device_node("/dev/mock-npu0") == ("/dev/mock-npu0", "/dev/mock-npu0")
 
 
 @pytest.mark.parametrize(

@@ -39,6 +39,9 @@ def device_plugin(
     mock_health_dir: str | None = typer.Option(
         None, "--mock-health-dir", help="mock: DIR/unhealthy-<id> marks a device unhealthy."
     ),
+    mock_dev_dir: str | None = typer.Option(
+        None, "--mock-dev-dir", help="mock: create real device nodes DIR/mock-npu<i>."
+    ),
     mock_numa_nodes: int | None = typer.Option(None, "--mock-numa-nodes", help="mock: NUMA nodes."),
     mock_memory_gib: int | None = typer.Option(
         None, "--mock-memory-gib", help="mock: GiB per device."
@@ -90,6 +93,7 @@ def device_plugin(
         "kubeconfig": kubeconfig,
         "mock-devices": mock_devices,
         "mock-health-dir": mock_health_dir,
+        "mock-dev-dir": mock_dev_dir,
         "mock-numa-nodes": mock_numa_nodes,
         "mock-memory-gib": mock_memory_gib,
         "devfs-glob": devfs_glob,

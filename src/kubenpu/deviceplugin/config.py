@@ -55,6 +55,7 @@ class DevicePluginConfig:
     kubeconfig: str = ""
     mock_devices: int = 4
     mock_health_dir: str = ""
+    mock_dev_dir: str = ""
     mock_numa_nodes: int = 2
     mock_memory_gib: int = 16
     devfs_glob: str = "/dev/alinpu*"

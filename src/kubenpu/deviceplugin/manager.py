@@ -382,7 +382,7 @@ class ResourceManager:
         self, devices: Sequence[NpuDevice], envs: dict[str, str], annotations: dict[str, str]
     ) -> ContainerAllocation:
         backend = self._backend
-        specs = [(p, p, "rw") for d in devices for p in d.paths]
+        specs = [(*backend.device_node(p), "rw") for d in devices for p in d.paths]
         specs += [(p, p, "rw") for p in backend.control_devices()]
         all_envs = {ENV_VISIBLE_DEVICES: ",".join(str(d.index) for d in devices)}
         if backend.env_var:

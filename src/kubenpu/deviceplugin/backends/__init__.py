@@ -25,6 +25,7 @@ def _build(name: str, config: DevicePluginConfig) -> Backend:
         "mock": lambda: MockBackend(
             config.mock_devices,
             health_dir=config.mock_health_dir or None,
+            dev_dir=config.mock_dev_dir or None,
             memory_gib=config.mock_memory_gib,
             numa_nodes=config.mock_numa_nodes,
         ),

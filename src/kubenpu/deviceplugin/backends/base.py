@@ -50,6 +50,10 @@ class Backend(ABC):
         """Ids of the devices that are unhealthy now, each with a reason (default: none)."""
         return {}
 
+    def device_node(self, path: str) -> tuple[str, str]:
+        """(host path, container path) of one of a device's nodes (the same by default)."""
+        return path, path
+
     def control_devices(self) -> tuple[str, ...]:
         """Host device nodes every container with a device needs (management, control)."""
         return self.extra_control_devices
