@@ -24,9 +24,12 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/lint-imports
 
-# The e2e tests run against the control plane built here, the chart tests render with the
-# helm built here (each a no-op once it is cached).
+# The e2e tests run against the Kubernetes binaries built here, the real-node tests also on
+# the containerd, registry and images built here, the chart tests render with the helm built
+# here (each a no-op once it is cached).
 test: lint
 	bash hack/build-control-plane.sh
+	bash hack/build-node.sh
+	bash hack/build-images.sh
 	bash hack/build-helm.sh
 	$(BIN)/pytest

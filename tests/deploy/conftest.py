@@ -22,7 +22,11 @@ from kubenpu.devcluster.cluster import ClusterSpec, up
 def apiserver() -> Iterator[ApiServer]:
     """The deploy tests' dev cluster with kubectl helpers."""
     state_dir = Path(tempfile.mkdtemp(prefix="kubenpu-deploy-"))
-    dev = up(state_dir, ClusterSpec(npu_nodes=1, npus_per_node=2, cpu_nodes=1), webhook=False)
+    dev = up(
+        state_dir,
+        ClusterSpec(npu_nodes=1, npus_per_node=2, cpu_nodes=1, node_kind="agent"),
+        webhook=False,
+    )
     try:
         yield ApiServer(dev)
     finally:

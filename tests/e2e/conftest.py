@@ -23,7 +23,10 @@ def cluster() -> Iterator[Cluster]:
     # Directly under the temp dir: unix socket paths inside it must stay under 108 bytes,
     # which pytest's deeper tmp_path does not leave room for. down() removes it.
     state_dir = Path(tempfile.mkdtemp(prefix="kubenpu-e2e-"))
-    dev = up(state_dir, ClusterSpec(npu_nodes=2, npus_per_node=NPUS_PER_NODE, cpu_nodes=1))
+    dev = up(
+        state_dir,
+        ClusterSpec(npu_nodes=2, npus_per_node=NPUS_PER_NODE, cpu_nodes=1, node_kind="agent"),
+    )
     try:
         yield Cluster(dev)
     finally:

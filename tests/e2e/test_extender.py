@@ -36,7 +36,9 @@ def npu4() -> Iterator[Cluster]:
     """Four NPU nodes with 8 NPUs each (groups npu-0..3 and npu-4..7); npu-node-4 is
     relabelled to another model."""
     state_dir = Path(tempfile.mkdtemp(prefix="kubenpu-x-"))
-    dev = up(state_dir, ClusterSpec(npu_nodes=4, npus_per_node=NPUS), webhook=False)
+    dev = up(
+        state_dir, ClusterSpec(npu_nodes=4, npus_per_node=NPUS, node_kind="agent"), webhook=False
+    )
     try:
         cluster = Cluster(dev)
         cluster.kubectl(

@@ -19,8 +19,11 @@ if TYPE_CHECKING:
 # commands so that every other `kubenpu` command starts without them.
 
 app = typer.Typer(
-    help="A real control plane (etcd, kube-apiserver, kube-scheduler) on loopback with "
-    "simulated NPU nodes (kubenpu device-plugin + a kubelet stand-in). See docs/dev-cluster.md.",
+    help="A real Kubernetes cluster on this machine: etcd, kube-apiserver, "
+    "kube-controller-manager and kube-scheduler (with the kubenpu extender) on loopback, and "
+    "NPU nodes that are real kubelets with containerd and runc (or, with --node-agent, "
+    "kubelet stand-ins), each with kubenpu device-plugin and simulated NPUs. "
+    "See docs/dev-cluster.md.",
     no_args_is_help=True,
 )
 
@@ -57,10 +60,17 @@ def up(
     webhook: bool = typer.Option(
         True, "--webhook/--no-webhook", help="Run and register the admission webhook."
     ),
+    node_agent: bool = typer.Option(
+        False,
+        "--node-agent",
+        help="Kubelet stand-ins that run no containers instead of real kubelets: many "
+        "nodes, no root, for scheduling tests.",
+    ),
 ) -> None:
     """Start the cluster and return once it is usable; it keeps running until `down`.
 
-    Builds the control-plane binaries first if they are missing (minutes, once).
+    Builds the Kubernetes, containerd and registry binaries and the images first if they
+    are missing (minutes, once). Real nodes need root.
     """
     from kubenpu.devcluster import binaries
     from kubenpu.devcluster.cluster import ClusterSpec
@@ -70,11 +80,15 @@ def up(
     started = time.monotonic()
     try:
         spec = ClusterSpec(
-            npu_nodes=nodes, npus_per_node=npus, cpu_nodes=cpu_nodes, npu_model=npu_model
+            npu_nodes=nodes,
+            npus_per_node=npus,
+            cpu_nodes=cpu_nodes,
+            npu_model=npu_model,
+            node_kind="agent" if node_agent else "real",
         )
         if binaries.missing():
             typer.echo(
-                f"building the Kubernetes {binaries.KUBERNETES_VERSION} control plane into "
+                f"building Kubernetes {binaries.KUBERNETES_VERSION} into "
                 f"{binaries.bin_dir()} (once; several minutes)...",
                 err=True,
             )
@@ -87,6 +101,12 @@ def up(
     typer.echo(f"dev cluster up in {elapsed:.1f} s: API server {cluster.server}")
     _echo_nodes(cluster)
     typer.echo(f"kubeconfig: {config}")
+    registry = cluster.registry_credentials()
+    if registry:
+        typer.echo(
+            f"private registry {registry['server']} (user {registry['username']}; "
+            "`kubenpu dev-cluster status -o json` prints the password)"
+        )
     typer.echo(f"  kubectl --kubeconfig {config} get nodes")
     typer.echo(f"stop it with: kubenpu dev-cluster down{_state_flag(state_dir, root)}")
 
@@ -111,9 +131,16 @@ def _state_flag(given: Path | None, root: Path) -> str:
 @app.command("status")
 def status(
     state_dir: Annotated[Path | None, typer.Option("--state-dir", help=_STATE_DIR_HELP)] = None,
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    output: str = typer.Option("text", "--output", "-o", help="text or json."),
+    as_json: bool = typer.Option(False, "--json", help="The same as -o json."),
 ) -> None:
-    """Show the cluster's processes, ports and nodes. Exit 1 if none runs or one died."""
+    """Show the cluster's processes, ports, nodes and registry. Exit 1 if none runs or one
+    died."""
+    if output not in ("text", "json"):
+        typer.echo(f"error: -o {output}: text or json", err=True)
+        raise typer.Exit(code=2)
+    as_json = as_json or output == "json"
+    from kubenpu.devcluster import binaries
     from kubenpu.devcluster.cluster import DevCluster
 
     root = _state_dir(state_dir)
@@ -136,7 +163,9 @@ def status(
                 {"name": p.name, "pid": p.pid, "running": p.running, "log": p.log}
                 for p in processes
             ],
-            "nodes": [{"name": n.name, "npus": n.npus} for n in cluster.nodes],
+            "kubernetes": binaries.KUBERNETES_VERSION,
+            "registry": cluster.registry_credentials(),
+            "nodes": _node_report(cluster),
         }
         typer.echo(json.dumps(report, indent=2))
     else:
@@ -149,6 +178,28 @@ def status(
         _echo_nodes(cluster)
     if not healthy:
         raise typer.Exit(code=1)
+
+
+def _node_report(cluster: DevCluster) -> list[dict[str, object]]:
+    """Each node's kind, NPUs and, as its Node reports them, kubelet and runtime versions."""
+    try:
+        infos = cluster.node_infos()
+    except Exception:  # the API server is down: the versions are unknown, not an error
+        infos = {}
+    report = []
+    for n in cluster.nodes:
+        info = infos.get(n.name, {})
+        report.append(
+            {
+                "name": n.name,
+                "kind": n.kind,
+                "npus": n.npus,
+                "internal_ip": info.get("internal_ip"),
+                "kubelet_version": info.get("kubeletVersion"),
+                "container_runtime_version": info.get("containerRuntimeVersion"),
+            }
+        )
+    return report
 
 
 @app.command("down")

@@ -1,10 +1,18 @@
 """A running dev cluster: start it, find it again from its state directory, stop it.
 
-:func:`up` starts etcd, kube-apiserver and kube-scheduler on loopback, then one node agent
-per simulated node and one ``kubenpu device-plugin --backend mock`` per NPU node, waits
-until the cluster is usable and records everything in ``<state dir>/state.json``. All
-processes are detached: they keep running after the command (or fixture) that started
-them, until :meth:`DevCluster.down`.
+:func:`up` starts etcd, kube-apiserver, kube-controller-manager and kube-scheduler (with
+the kubenpu extender) on loopback, then the nodes, waits until the cluster is usable and
+records everything in ``<state dir>/state.json``. Nodes are of one of two kinds:
+
+- ``real`` (the default): each node is a real kubelet with its own containerd and runc and
+  kube-proxy, in network and mount namespaces of its own (:mod:`kubenpu.devcluster.realnode`),
+  with the private registry holding the workload images; containers really run.
+- ``agent``: each node is kubenpu's node agent, a kubelet stand-in that runs no containers;
+  light enough for many nodes, and no root needed.
+
+Every NPU node runs ``kubenpu device-plugin --backend mock``. All processes are detached:
+they keep running after the command (or fixture) that started them, until
+:meth:`DevCluster.down`.
 """
 
 from __future__ import annotations
@@ -13,6 +21,8 @@ import contextlib
 import json
 import os
 import shutil
+import ssl
+import subprocess
 import sys
 import time
 from collections.abc import Iterable
@@ -24,8 +34,10 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from kubenpu import names
-from kubenpu.devcluster import binaries, controlplane, pki, processes
+from kubenpu.devcluster import binaries, controlplane, network, nodeconfig, pki, processes, realnode
 from kubenpu.devcluster import extender as dev_extender
+from kubenpu.devcluster import images as dev_images
+from kubenpu.devcluster import registry as dev_registry
 from kubenpu.devcluster import webhook as dev_webhook
 from kubenpu.devcluster.controlplane import Paths, Ports
 from kubenpu.devcluster.nodeagent import AgentConfig, read_checkpoint
@@ -33,7 +45,12 @@ from kubenpu.deviceplugin.api import KUBELET_CHECKPOINT
 from kubenpu.errors import ConfigError, KubeNpuError
 
 #: Layout version of state.json.
-STATE_VERSION = 1
+STATE_VERSION = 2
+#: Images the private registry holds at start: image -> (repository, tag), as the
+#: examples/ manifests name them (under :data:`dev_registry.SERVER`).
+WORKLOADS = {"npu-check": ("demo/npu-check", "0.1.0")}
+#: The kinds of node a dev cluster can run.
+NODE_KINDS = ("real", "agent")
 #: Capacity of the reference NPU worker, ecs.ebman1.26xlarge (104 vCPU, 384 GiB).
 NPU_NODE_CAPACITY = {"cpu": "104", "memory": "384Gi", "pods": "110", "ephemeral-storage": "200Gi"}
 #: A general-purpose worker without NPUs.
@@ -59,8 +76,17 @@ class ClusterSpec:
     npus_per_node: int = 4
     cpu_nodes: int = 0
     npu_model: str = names.REFERENCE_NPU_MODEL
+    #: "real" (kubelet + containerd per node) or "agent" (the kubelet stand-in).
+    node_kind: str = "real"
 
     def __post_init__(self) -> None:
+        if self.node_kind not in NODE_KINDS:
+            raise ConfigError(f"node kind {self.node_kind!r}: one of {', '.join(NODE_KINDS)}")
+        if self.node_kind == "real" and self.npu_nodes + self.cpu_nodes > network.MAX_NODES:
+            raise ConfigError(
+                f"--nodes {self.npu_nodes} / --cpu-nodes {self.cpu_nodes}: at most "
+                f"{network.MAX_NODES} real nodes; use --node-agent for more"
+            )
         if self.npu_nodes < 0 or self.cpu_nodes < 0 or self.npu_nodes + self.cpu_nodes < 1:
             raise ConfigError(
                 f"--nodes {self.npu_nodes} / --cpu-nodes {self.cpu_nodes}: "
@@ -77,10 +103,21 @@ class NodeInfo:
     name: str
     npus: int
     dir: str
+    #: "real" or "agent" (see the module docstring).
+    kind: str = "agent"
+    #: Position among the nodes (1-based): the node's addresses derive from it.
+    index: int = 0
+
+    @property
+    def real(self) -> bool:
+        """Whether this node is a real kubelet."""
+        return self.kind == "real"
 
     @property
     def device_plugin_dir(self) -> Path:
         """The node's device-plugins dir (kubelet.sock, plugin sockets, checkpoint)."""
+        if self.real:
+            return Path(self.dir) / "kubelet" / "device-plugins"
         return Path(self.dir) / "device-plugins"
 
     @property
@@ -90,8 +127,13 @@ class NodeInfo:
 
     @property
     def checkpoint(self) -> Path:
-        """The node agent's checkpoint (devices held by each pod, latest device lists)."""
+        """The kubelet's (or node agent's) device checkpoint."""
         return self.device_plugin_dir / KUBELET_CHECKPOINT
+
+    @property
+    def plugin_kubeconfig(self) -> Path:
+        """The node identity's kubeconfig towards 127.0.0.1 (host-side processes)."""
+        return Path(self.dir) / "plugin.kubeconfig" if self.real else self.kubeconfig
 
     @property
     def agent_config(self) -> Path:
@@ -135,6 +177,10 @@ class DevCluster:
     processes: dict[str, processes.ProcessRecord] = field(default_factory=dict)
     #: Where ``up`` was asked to also write the admin kubeconfig (removed by ``down``).
     user_kubeconfig: Path | None = None
+    #: The network slot of a cluster with real nodes (None: agent nodes only).
+    network_slot: int | None = None
+    #: The private registry's port on 127.0.0.1 (0: none).
+    registry_port: int = 0
 
     # -- persistence ----------------------------------------------------------------
 
@@ -161,10 +207,16 @@ class DevCluster:
                 "scheduler": self.ports.scheduler,
                 "webhook": self.ports.webhook,
                 "extender": self.ports.extender,
+                "controller_manager": self.ports.controller_manager,
             },
+            "network_slot": self.network_slot,
+            "registry_port": self.registry_port,
             "kubeconfig": str(self.kubeconfig),
             "user_kubeconfig": str(self.user_kubeconfig) if self.user_kubeconfig else None,
-            "nodes": [{"name": n.name, "npus": n.npus, "dir": n.dir} for n in self.nodes],
+            "nodes": [
+                {"name": n.name, "npus": n.npus, "dir": n.dir, "kind": n.kind, "index": n.index}
+                for n in self.nodes
+            ],
             "processes": {name: r.to_json() for name, r in self.processes.items()},
         }
         path = self.paths.state_file
@@ -195,7 +247,38 @@ class DevCluster:
                 name: processes.ProcessRecord.from_json(r) for name, r in data["processes"].items()
             },
             user_kubeconfig=Path(user) if user else None,
+            network_slot=data.get("network_slot"),
+            registry_port=data.get("registry_port", 0),
         )
+
+    # -- network and registry -----------------------------------------------------------
+
+    @property
+    def network(self) -> network.NetworkPlan | None:
+        """The real nodes' network (None for a cluster of node agents)."""
+        return None if self.network_slot is None else network.NetworkPlan(self.network_slot)
+
+    def real_node(self, name: str) -> realnode.RealNode:
+        """The namespaces and paths of the real node ``name``."""
+        node, plan = self.node(name), self.network
+        if not node.real or plan is None:
+            raise KeyError(f"{name} is not a real node")
+        return realnode.RealNode(Path(node.dir), plan.node(node.index, node.name))
+
+    @property
+    def registry_files(self) -> dev_registry.RegistryFiles:
+        """The private registry's files."""
+        return dev_registry.RegistryFiles(self.state_dir / "registry")
+
+    def registry_credentials(self) -> dict[str, str] | None:
+        """What ``kubectl create secret docker-registry`` needs: server, username, password."""
+        if not self.registry_port:
+            return None
+        return {
+            "server": dev_registry.SERVER,
+            "username": dev_registry.USERNAME,
+            "password": self.registry_files.password(),
+        }
 
     # -- nodes ------------------------------------------------------------------------
 
@@ -234,9 +317,35 @@ class DevCluster:
             )
         return summaries
 
+    def node_infos(self) -> dict[str, dict[str, str]]:
+        """Node name -> its ``status.nodeInfo`` fields and ``internal_ip``, from the API."""
+        config = str(self.kubeconfig)
+        api = k8s.CoreV1Api(k8s_config.new_client_from_config(config_file=config))
+        listing = json.loads(api.list_node(_preload_content=False, _request_timeout=5).data)
+        infos = {}
+        for node in listing.get("items", []):
+            status = node.get("status", {})
+            info = dict(status.get("nodeInfo", {}))
+            for address in status.get("addresses", []):
+                if address.get("type") == "InternalIP":
+                    info["internal_ip"] = address["address"]
+            infos[node["metadata"]["name"]] = info
+        return infos
+
     def checkpoint(self, node: str) -> dict[str, Any]:
         """The node agent's checkpoint: devices held per pod uid, latest device lists."""
         return read_checkpoint(self.node(node).checkpoint)
+
+    def kubelet_devices(self, node: str) -> dict[str, list[str]]:
+        """Pod uid -> every NPU device id the real kubelet's checkpoint gave that pod."""
+        data = json.loads(self.node(node).checkpoint.read_text())
+        result: dict[str, list[str]] = {}
+        for entry in data.get("Data", {}).get("PodDeviceEntries", []):
+            if entry.get("ResourceName") != names.RESOURCE_NPU:
+                continue
+            ids = [d for per_numa in entry.get("DeviceIDs", {}).values() for d in per_numa]
+            result.setdefault(entry["PodUID"], []).extend(ids)
+        return {uid: sorted(ids) for uid, ids in result.items()}
 
     def allocations(self, node: str) -> dict[tuple[str, str], list[str]]:
         """(namespace, pod name) -> every NPU device id the node agent gave that pod."""
@@ -284,11 +393,14 @@ class DevCluster:
         """Stop every process, remove the state directory; return the names killed hard.
 
         Node agents and plugins go first, then the scheduler, the API server and etcd, so
-        nothing is left writing to a store that is going away.
+        nothing is left writing to a store that is going away. Real nodes then lose what
+        their containerd left running (shims, containers), their mounts, cgroups and
+        namespaces, and the cluster its bridge.
         """
         killed: list[str] = []
         for tier in _tiers(self.processes.values()):
             killed += processes.stop(tier)
+        problems = self._remove_real_nodes()
         leftover = [p for p in _ports(self.ports) if processes.port_in_use(p)]
         if self.user_kubeconfig is not None and _same_file(
             self.user_kubeconfig, self.paths.admin_kubeconfig
@@ -296,19 +408,46 @@ class DevCluster:
             self.user_kubeconfig.unlink(missing_ok=True)
         shutil.rmtree(self.state_dir, ignore_errors=True)
         if leftover:
-            raise KubeNpuError(
-                f"dev cluster stopped, but ports {leftover} on 127.0.0.1 are still in use"
-            )
+            problems.append(f"ports {leftover} on 127.0.0.1 are still in use")
+        if problems:
+            raise KubeNpuError("dev cluster stopped, but " + "; ".join(problems))
         return killed
 
+    def _remove_real_nodes(self) -> list[str]:
+        plan = self.network
+        if plan is None:
+            return []
+        real = [self.real_node(n.name) for n in self.nodes if n.real]
+        for node in real:
+            realnode.kill_leftovers(node)
+            realnode.remove_mount_namespace(node)
+            realnode.remove_cgroups(_cgroup_root(node))
+        problems = network.tear_down(plan, [n.network for n in real])
+        realnode.release_namespace_dirs()
+        return problems
 
-# Stop order: higher first.
+
+# Stop order: higher first (kubelets before their containerd; the relay and the API
+# server after everything that talks to them).
 _STOP_ORDER = {
     dev_extender.PROCESS: -2,
     "kube-scheduler": -2,
+    "kube-controller-manager": -2,
+    dev_registry.PROCESS: -2,
+    "relay": -3,
     "kube-apiserver": -3,
     "etcd": -4,
 }
+
+
+def _stop_rank(name: str) -> int:
+    if name.startswith("containerd/"):
+        return -1
+    return _STOP_ORDER.get(name, 0)
+
+
+def _cgroup_root(node: realnode.RealNode) -> str:
+    return f"/kubenpu/{node.network.netns}"
 
 
 def _tiers(
@@ -317,14 +456,14 @@ def _tiers(
     """The records grouped by stop order, the group to stop first first."""
     by_rank: dict[int, list[processes.ProcessRecord]] = {}
     for record in records:
-        by_rank.setdefault(_STOP_ORDER.get(record.name, -1), []).append(record)
+        by_rank.setdefault(_stop_rank(record.name), []).append(record)
     for rank in sorted(by_rank, reverse=True):
         yield by_rank[rank]
 
 
 def _ports(ports: Ports) -> list[int]:
     ours = [ports.etcd_client, ports.etcd_peer, ports.apiserver, ports.scheduler, ports.webhook]
-    ours.append(ports.extender)
+    ours += [ports.extender, ports.controller_manager]
     return [p for p in ours if p]
 
 
@@ -347,7 +486,7 @@ def _kubenpu_command() -> list[str]:
 
 def device_plugin_argv(node: NodeInfo) -> list[str]:
     """``kubenpu device-plugin`` with the mock backend for ``node``."""
-    return [
+    argv = [
         *_kubenpu_command(),
         "device-plugin",
         "--backend",
@@ -365,8 +504,12 @@ def device_plugin_argv(node: NodeInfo) -> list[str]:
         "--node-name",
         node.name,
         "--kubeconfig",
-        str(node.kubeconfig),
+        str(node.plugin_kubeconfig),
     ]
+    if node.real:
+        # Real device nodes, which the kubelet and runc pass into the containers.
+        argv += ["--mock-dev-dir", str(Path(node.dir) / "dev")]
+    return argv
 
 
 def node_agent_argv(node: NodeInfo) -> list[str]:
@@ -380,14 +523,60 @@ def _node_names(spec: ClusterSpec) -> list[tuple[str, int]]:
     return npu + cpu
 
 
-def _write_node(
+def _labels(spec: ClusterSpec, node: NodeInfo) -> dict[str, str]:
+    """The labels a node registers with (what an ACK node of its kind carries)."""
+    if node.npus:
+        return {
+            names.LABEL_INSTANCE_TYPE: names.REFERENCE_INSTANCE_TYPE,
+            names.LABEL_NPU_MODEL: spec.npu_model,
+        }
+    return {names.LABEL_INSTANCE_TYPE: CPU_INSTANCE_TYPE}
+
+
+def _write_identity(
+    cluster: DevCluster, ca: pki.CertificateAuthority, node: NodeInfo, server: str
+) -> pki.KeyPair:
+    """The node's client certificate (system:node:<name>) and its kubeconfig(s)."""
+    user = f"system:node:{node.name}"
+    pair = ca.issue(user, organizations=("system:nodes",), client=True)
+    pki.write_secret(
+        node.kubeconfig, controlplane.kubeconfig_yaml(server, ca.cert_pem, pair, user).encode()
+    )
+    if node.real:
+        pki.write_secret(
+            node.plugin_kubeconfig,
+            controlplane.kubeconfig_yaml(cluster.server, ca.cert_pem, pair, user).encode(),
+        )
+    return pair
+
+
+def _write_agent_node(
     cluster: DevCluster, ca: pki.CertificateAuthority, spec: ClusterSpec, node: NodeInfo
 ) -> None:
-    """Create the node's directories, its client certificate and the agent's config."""
+    """Create the agent node's directories, its client certificate and the agent's config."""
     root = Path(node.dir)
     root.mkdir(parents=True, mode=0o700)
     node.device_plugin_dir.mkdir()
     node.health_dir.mkdir()
+    _check_socket_room(cluster, node)
+    _write_identity(cluster, ca, node, cluster.server)
+    labels = {
+        "kubernetes.io/hostname": node.name,
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": "amd64",
+        **_labels(spec, node),
+    }
+    AgentConfig(
+        node=node.name,
+        kubeconfig=str(node.kubeconfig),
+        device_plugin_dir=str(node.device_plugin_dir),
+        labels=labels,
+        capacity=dict(NPU_NODE_CAPACITY if node.npus else CPU_NODE_CAPACITY),
+        kubelet_version=binaries.KUBERNETES_VERSION,
+    ).save(node.agent_config)
+
+
+def _check_socket_room(cluster: DevCluster, node: NodeInfo) -> None:
     socket_room = len(str(node.device_plugin_dir)) + 1 + _SOCKET_NAME_ALLOWANCE
     if socket_room > _MAX_SOCKET_PATH:
         raise ConfigError(
@@ -395,32 +584,73 @@ def _write_node(
             f"{node.device_plugin_dir} would exceed {_MAX_SOCKET_PATH} bytes; "
             "pass a shorter --state-dir"
         )
-    user = f"system:node:{node.name}"
-    pair = ca.issue(user, organizations=("system:nodes",), client=True)
-    pki.write_secret(
-        node.kubeconfig,
-        controlplane.kubeconfig_yaml(cluster.server, ca.cert_pem, pair, user).encode(),
-    )
-    labels = {
-        "kubernetes.io/hostname": node.name,
-        "kubernetes.io/os": "linux",
-        "kubernetes.io/arch": "amd64",
-    }
-    if node.npus:
-        labels[names.LABEL_INSTANCE_TYPE] = names.REFERENCE_INSTANCE_TYPE
-        labels[names.LABEL_NPU_MODEL] = spec.npu_model
-        capacity = NPU_NODE_CAPACITY
-    else:
-        labels[names.LABEL_INSTANCE_TYPE] = CPU_INSTANCE_TYPE
-        capacity = CPU_NODE_CAPACITY
-    AgentConfig(
-        node=node.name,
+
+
+def _write_real_node(
+    cluster: DevCluster, ca: pki.CertificateAuthority, node: NodeInfo, kube_proxy: pki.KeyPair
+) -> nodeconfig.NodeFiles:
+    """Directories, certificates, configs and the mount namespace of a real node."""
+    plan = cluster.network
+    assert plan is not None
+    real = cluster.real_node(node.name)
+    realnode.make_dirs(real)
+    _check_socket_room(cluster, node)
+    gateway_server = f"https://{plan.gateway}:{cluster.ports.apiserver}"
+    _write_identity(cluster, ca, node, gateway_server)
+    serving = ca.issue(node.name, server=True, ip_addresses=(real.network.ip,))
+    pki.write_public(real.config_path("kubelet.crt"), serving.cert_pem)
+    pki.write_secret(real.config_path("kubelet.key"), serving.key_pem)
+    pki.write_public(real.config_path("ca.crt"), ca.cert_pem)
+    files = nodeconfig.NodeFiles(
+        name=node.name,
+        ip=real.network.ip,
+        pod_cidr=real.network.pod_cidr,
+        cluster_cidr=plan.cluster_cidr,
+        service_cidr=plan.service_cidr,
+        ca_file=str(real.config_path("ca.crt")),
+        serving_cert=str(real.config_path("kubelet.crt")),
+        serving_key=str(real.config_path("kubelet.key")),
         kubeconfig=str(node.kubeconfig),
-        device_plugin_dir=str(node.device_plugin_dir),
-        labels=labels,
-        capacity=dict(capacity),
-        kubelet_version=binaries.KUBERNETES_VERSION,
-    ).save(node.agent_config)
+        resolv_conf=str(real.config_path("resolv.conf")),
+        cni_conf_dir=str(real.dir / "cni"),
+        registry_hosts_dir=str(real.dir / "certs.d"),
+        cdi_dir=str(real.dir / "cdi"),
+        runc=binaries.RUNC,
+        cni_bin_dir=binaries.CNI_BIN_DIR,
+        cgroup_root=_cgroup_root(real),
+    )
+    real.config_path("kubelet.yaml").write_text(nodeconfig.kubelet_config(files))
+    real.config_path("containerd.toml").write_text(nodeconfig.containerd_config(files))
+    real.config_path("resolv.conf").write_text(nodeconfig.resolv_conf())
+    (real.dir / "cni" / "10-kubenpu.conflist").write_text(nodeconfig.cni_conflist(files))
+    hosts = real.dir / "certs.d"
+    (hosts / "_default").mkdir(exist_ok=True)
+    (hosts / "_default" / "hosts.toml").write_text(nodeconfig.registry_hosts(None))
+    ours = hosts / dev_registry.SERVER
+    ours.mkdir(exist_ok=True)
+    (ours / "hosts.toml").write_text(
+        nodeconfig.registry_hosts(f"https://{plan.gateway}:{cluster.registry_port}", files.ca_file)
+    )
+    proxy_kubeconfig = real.config_path("kube-proxy.kubeconfig")
+    pki.write_secret(
+        proxy_kubeconfig,
+        controlplane.kubeconfig_yaml(
+            gateway_server, ca.cert_pem, kube_proxy, "system:kube-proxy"
+        ).encode(),
+    )
+    real.config_path("kube-proxy.yaml").write_text(
+        nodeconfig.kube_proxy_config(files, str(proxy_kubeconfig), 10249)
+    )
+    realnode.make_mount_namespace(real)
+    return files
+
+
+def _require_root(spec: ClusterSpec) -> None:
+    if spec.node_kind == "real" and os.geteuid() != 0:
+        raise ConfigError(
+            "real nodes need root (network and mount namespaces, device nodes, cgroups); "
+            "run as root, or pass --node-agent for kubelet stand-ins that run no containers"
+        )
 
 
 def up(
@@ -428,16 +658,16 @@ def up(
     spec: ClusterSpec,
     *,
     kubeconfig: Path | None = None,
-    timeout: float = 90.0,
+    timeout: float = 180.0,
     webhook: bool = True,
 ) -> DevCluster:
     """Start a dev cluster recorded in ``state_dir`` and wait until it is usable.
 
-    Usable means: the API server is ready, the scheduler healthy, every node Ready and
-    every NPU node's allocatable ``aliyun.com/npu`` equal to its NPU count. The admin
-    kubeconfig is written to ``state_dir/admin.kubeconfig`` and, if given, ``kubeconfig``.
-    With ``webhook`` the admission webhook runs too and is registered and in effect.
-    On any failure everything started so far is stopped again.
+    Usable means: the API server is ready, the controller manager and the scheduler
+    healthy, every node Ready and every NPU node's allocatable ``aliyun.com/npu`` equal to
+    its NPU count. The admin kubeconfig is written to ``state_dir/admin.kubeconfig`` and,
+    if given, ``kubeconfig``. With ``webhook`` the admission webhook runs too and is
+    registered and in effect. On any failure everything started so far is stopped again.
     """
     existing = DevCluster.load(state_dir)
     if existing is not None:
@@ -447,7 +677,13 @@ def up(
                 f"{existing.server}); run `kubenpu dev-cluster down` first"
             )
         existing.down()  # leftovers of a cluster whose processes are all gone
+    _require_root(spec)
     bin_dir = binaries.ensure_built()
+    real = spec.node_kind == "real"
+    if real:
+        node_bin = binaries.ensure_node_built()
+        wanted = ("pause", *WORKLOADS)
+        archives = {n: i.path for n, i in zip(wanted, dev_images.build(wanted), strict=True)}
     if state_dir.exists() and any(state_dir.iterdir()):
         raise ConfigError(f"state dir {state_dir} is not empty; remove it or pick another")
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -461,14 +697,33 @@ def up(
         scheduler=processes.free_port(),
         webhook=processes.free_port() if webhook else 0,
         extender=processes.free_port(),
+        controller_manager=processes.free_port(),
     )
-    nodes = [NodeInfo(name, npus, str(paths.node_dir(name))) for name, npus in _node_names(spec)]
+    nodes = [
+        NodeInfo(name, npus, str(paths.node_dir(name)), kind=spec.node_kind, index=i)
+        for i, (name, npus) in enumerate(_node_names(spec), start=1)
+    ]
     cluster = DevCluster(state_dir, ports, paths.admin_kubeconfig, nodes, user_kubeconfig=None)
     deadline = time.monotonic() + timeout
     try:
-        ca = controlplane.write_pki(paths, ports)
-        for node in nodes:
-            _write_node(cluster, ca, spec, node)
+        plan = None
+        if real:
+            plan = network.NetworkPlan(network.free_slot())
+            cluster.network_slot = plan.slot
+            cluster.registry_port = processes.free_port()
+            cluster.save()
+            network.set_up(plan, [cluster.real_node(n.name).network for n in nodes])
+        ca = controlplane.write_pki(paths, ports, plan)
+        if plan is not None:
+            kube_proxy = ca.issue("system:kube-proxy", client=True)
+            for node in nodes:
+                _write_real_node(cluster, ca, node, kube_proxy)
+            dev_registry.write_files(
+                cluster.registry_files, ca, cluster.registry_port, plan.gateway
+            )
+        else:
+            for node in nodes:
+                _write_agent_node(cluster, ca, spec, node)
         if webhook:
             dev_webhook.write_files(paths, ca, ports.server)
         dev_extender.write_files(paths, ca, ports.server, ports.extender)
@@ -477,12 +732,15 @@ def up(
             cluster.user_kubeconfig = kubeconfig
 
         def start(name: str, argv: list[str]) -> None:
-            cluster.processes[name] = processes.spawn(name, argv, paths.logs / f"{name}.log")
+            cluster.processes[name] = processes.spawn(
+                name, argv, paths.logs / f"{name.replace('/', '-')}.log"
+            )
             cluster.save()
 
         start("etcd", controlplane.etcd_argv(bin_dir / "etcd", paths, ports))
         start(
-            "kube-apiserver", controlplane.apiserver_argv(bin_dir / "kube-apiserver", paths, ports)
+            "kube-apiserver",
+            controlplane.apiserver_argv(bin_dir / "kube-apiserver", paths, ports, plan),
         )
         start(
             "kube-scheduler",
@@ -490,20 +748,59 @@ def up(
                 bin_dir / "kube-scheduler", paths, ports, dev_extender.scheduler_config_path(paths)
             ),
         )
-        # Node agents and plugins start while the API server comes up: they retry until it
-        # answers, and Python's start-up time overlaps with the API server's.
+        if plan is not None:
+            start("relay", _relay_argv(plan.gateway, [ports.apiserver, cluster.registry_port]))
+            start(
+                dev_registry.PROCESS,
+                dev_registry.argv(node_bin / "registry", cluster.registry_files),
+            )
+            for node in nodes:
+                real_node = cluster.real_node(node.name)
+                start(f"containerd/{node.name}", _containerd_argv(node_bin, real_node))
+        else:
+            for node in nodes:
+                start(f"node-agent/{node.name}", node_agent_argv(node))
+        if plan is not None:
+            for node in nodes:
+                real_node = cluster.real_node(node.name)
+                _load_images(node_bin, real_node, [archives["pause"]], deadline)
+                start(f"kubelet/{node.name}", _kubelet_argv(bin_dir, real_node, spec, node))
+                start(
+                    f"kube-proxy/{node.name}",
+                    real_node.enter(
+                        [
+                            str(bin_dir / "kube-proxy"),
+                            f"--config={real_node.config_path('kube-proxy.yaml')}",
+                        ]
+                    ),
+                )
         for node in nodes:
-            start(f"node-agent/{node.name}", node_agent_argv(node))
             if node.npus:
                 start(f"device-plugin/{node.name}", device_plugin_argv(node))
         if webhook:
             start(dev_webhook.PROCESS, dev_webhook.argv(_kubenpu_command(), paths, ports.webhook))
         controlplane.wait_apiserver_ready(paths, ports, deadline)
+        # Started once the bootstrap roles exist: it exits if its first reads are refused.
+        start(
+            "kube-controller-manager",
+            controlplane.controller_manager_argv(
+                bin_dir / "kube-controller-manager",
+                paths,
+                ports,
+                plan.cluster_cidr if plan else controlplane.SERVICE_CIDR,
+            ),
+        )
         # The extender starts once its role exists: until then every list would be refused.
         dev_extender.grant(paths)
+        if plan is not None:
+            _grant_kubelet_api(paths)
         start(dev_extender.PROCESS, dev_extender.argv(_kubenpu_command(), paths, ports.extender))
+        controlplane.wait_controller_manager_healthy(ports, deadline)
         controlplane.wait_scheduler_healthy(ports, deadline)
+        if plan is not None:
+            _push_workload_images(cluster, archives, deadline)
         wait_nodes_ready(cluster, deadline)
+        wait_default_service_account(cluster, deadline)
         dev_extender.wait_ready(ports.extender, deadline)
         if webhook:
             dev_webhook.wait_ready(paths, ports.webhook, deadline)
@@ -516,6 +813,112 @@ def up(
     return cluster
 
 
+def _relay_argv(gateway: str, ports: Iterable[int]) -> list[str]:
+    routes = [f"{gateway}:{p}=127.0.0.1:{p}" for p in ports]
+    return [sys.executable, "-m", "kubenpu.devcluster.relay", *routes]
+
+
+def _containerd_argv(node_bin: Path, node: realnode.RealNode) -> list[str]:
+    # containerd finds its shim and runc on PATH.
+    path = f"{node_bin}:/usr/sbin:/usr/bin:/sbin:/bin"
+    return node.enter(
+        [
+            "env",
+            f"PATH={path}",
+            str(node_bin / "containerd"),
+            f"--config={node.config_path('containerd.toml')}",
+        ]
+    )
+
+
+def _kubelet_argv(
+    bin_dir: Path, node: realnode.RealNode, spec: ClusterSpec, info: NodeInfo
+) -> list[str]:
+    files_config = str(node.config_path("kubelet.yaml"))
+    return node.enter(
+        [
+            "env",
+            "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+            str(bin_dir / "kubelet"),
+            f"--config={files_config}",
+            f"--kubeconfig={info.kubeconfig}",
+            f"--hostname-override={info.name}",
+            f"--node-ip={node.network.ip}",
+            f"--root-dir={nodeconfig.KUBELET_ROOT}",
+            "--node-labels=" + ",".join(f"{k}={v}" for k, v in sorted(_labels(spec, info).items())),
+        ]
+    )
+
+
+def _ctr(node_bin: Path, node: realnode.RealNode, *args: str) -> subprocess.CompletedProcess[str]:
+    argv = [str(node_bin / "ctr"), f"--address={node.containerd_socket}", "-n", "k8s.io", *args]
+    return subprocess.run(argv, capture_output=True, text=True, check=False)
+
+
+def _load_images(
+    node_bin: Path, node: realnode.RealNode, archives: Iterable[Path], deadline: float
+) -> None:
+    """Import image archives into the node's containerd once it answers."""
+    while _ctr(node_bin, node, "version").returncode != 0:
+        if time.monotonic() > deadline:
+            raise controlplane.HealthError(f"containerd of {node.name} did not answer")
+        time.sleep(0.1)
+    for archive in archives:
+        result = _ctr(node_bin, node, "images", "import", "--local", str(archive))
+        if result.returncode != 0:
+            raise KubeNpuError(
+                f"importing {archive} into {node.name}'s containerd failed: {result.stderr.strip()}"
+            )
+
+
+def _grant_kubelet_api(paths: Paths) -> None:
+    """Let the API server use the kubelets' API (logs, exec, port-forward)."""
+    rbac = k8s.RbacAuthorizationV1Api(
+        k8s_config.new_client_from_config(config_file=str(paths.admin_kubeconfig))
+    )
+    rbac.create_cluster_role_binding(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": "kubenpu-dev:kube-apiserver-kubelet-client"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "system:kubelet-api-admin",
+            },
+            "subjects": [
+                {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "User",
+                    "name": controlplane.KUBELET_CLIENT_USER,
+                }
+            ],
+        }
+    )
+
+
+def _push_workload_images(cluster: DevCluster, archives: dict[str, Path], deadline: float) -> None:
+    """Put the example workloads into the private registry, as the seed's team would."""
+    files = cluster.registry_files
+    controlplane.wait_http_ok(
+        "registry", cluster.registry_port, "/", _registry_context(files), deadline, ok=(200, 401)
+    )
+    for name, (repository, tag) in WORKLOADS.items():
+        dev_images.push(
+            archives[name],
+            f"127.0.0.1:{cluster.registry_port}",
+            repository,
+            tag,
+            username=dev_registry.USERNAME,
+            password=files.password(),
+            cafile=cluster.paths.cert("ca"),
+        )
+
+
+def _registry_context(files: dev_registry.RegistryFiles) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(files.root.parent / "pki" / "ca.crt"))
+
+
 def _dump_logs(cluster: DevCluster, lines: int = 15) -> None:
     """Print the end of each process's log to stderr, to explain a failed start."""
     for name, record in cluster.processes.items():
@@ -523,6 +926,23 @@ def _dump_logs(cluster: DevCluster, lines: int = 15) -> None:
             tail = Path(record.log).read_text(errors="replace").splitlines()[-lines:]
             print(f"--- {name} ({record.log}) ---", file=sys.stderr)
             print("\n".join(tail), file=sys.stderr)
+
+
+def wait_default_service_account(cluster: DevCluster, deadline: float) -> None:
+    """Wait for kube-controller-manager to create ``default/default``: until it exists, the
+    ServiceAccount admission plugin refuses every pod of the namespace."""
+    api = k8s.CoreV1Api(k8s_config.new_client_from_config(config_file=str(cluster.kubeconfig)))
+    while True:
+        listing = json.loads(
+            api.list_namespaced_service_account(
+                "default", _preload_content=False, _request_timeout=5
+            ).data
+        )
+        if any(sa["metadata"]["name"] == "default" for sa in listing.get("items", [])):
+            return
+        if time.monotonic() > deadline:
+            raise controlplane.HealthError("ServiceAccount default/default not created in time")
+        time.sleep(0.1)
 
 
 def wait_nodes_ready(cluster: DevCluster, deadline: float) -> None:

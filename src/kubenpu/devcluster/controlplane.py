@@ -3,14 +3,13 @@
 Everything listens on 127.0.0.1 only, on ports picked free at start. etcd speaks TLS with
 client-certificate authentication on both its client and peer ports, the API server
 authenticates by client certificate only (anonymous requests are refused) and authorizes
-with Node and RBAC, as a production cluster does.
+with Node and RBAC, as a production cluster does; kube-controller-manager runs every
+default controller (service accounts and their tokens, Deployments, DaemonSets, Jobs,
+garbage collection, node lifecycle).
 
-There is no kube-controller-manager. What the walk-through would need from it is done
-otherwise: the ServiceAccount admission plugin is disabled (no controller would create the
-``default`` service accounts or their tokens), so is TaintNodesByCondition (no node
-lifecycle controller would lift the not-ready taint it puts on new Nodes), and the node
-agents finish pod deletions themselves, as kubelets do. Namespace deletion and garbage
-collection of dependents do not happen; see docs/dev-cluster.md.
+With real nodes the API server is also reached, through the relay, on the node network's
+gateway address, advertises that address for the ``kubernetes`` Service, dials kubelets at
+their InternalIP (never a DNS name) with a client certificate and verifies theirs.
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ from pathlib import Path
 import yaml
 
 from kubenpu.devcluster import pki
+from kubenpu.devcluster.network import NetworkPlan
 from kubenpu.errors import KubeNpuError
 
 #: Service IP range. A loopback range on purpose: should kube-apiserver ever dial a
@@ -38,6 +38,8 @@ KUBERNETES_SERVICE_IP = "127.96.0.1"
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
 #: User name of the admin client certificate (in group system:masters).
 ADMIN_USER = "kubenpu-admin"
+#: The API server's user towards kubelets.
+KUBELET_CLIENT_USER = "kube-apiserver-kubelet-client"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,8 @@ class Ports:
     etcd_peer: int
     apiserver: int
     scheduler: int
+    #: kube-controller-manager's HTTPS port (health).
+    controller_manager: int = 0
     #: The admission webhook's HTTPS port (0: the cluster runs without it).
     webhook: int = 0
     #: The scheduler extender's HTTP port (0: kube-scheduler runs without it).
@@ -84,6 +88,11 @@ class Paths:
     def admin_kubeconfig(self) -> Path:
         """The admin kubeconfig kept in the state directory."""
         return self.root / "admin.kubeconfig"
+
+    @property
+    def controller_manager_kubeconfig(self) -> Path:
+        """kube-controller-manager's kubeconfig (user system:kube-controller-manager)."""
+        return self.root / "kube-controller-manager.kubeconfig"
 
     @property
     def scheduler_kubeconfig(self) -> Path:
@@ -136,8 +145,14 @@ def kubeconfig_yaml(server: str, ca_pem: bytes, client: pki.KeyPair, user: str) 
     return yaml.safe_dump(config, sort_keys=False)
 
 
-def write_pki(paths: Paths, ports: Ports) -> pki.CertificateAuthority:
-    """Make the CA and every certificate and key the control plane needs; return the CA."""
+def write_pki(
+    paths: Paths, ports: Ports, network: NetworkPlan | None = None
+) -> pki.CertificateAuthority:
+    """Make the CA and every certificate and key the control plane needs; return the CA.
+
+    With ``network`` (real nodes) the API server's certificate also names the gateway
+    address and the ``kubernetes`` Service's cluster IP, and the API server gets a client
+    certificate for the kubelets."""
     ca = pki.CertificateAuthority()
     paths.pki.mkdir(parents=True, exist_ok=True, mode=0o700)
     pki.write_public(paths.cert("ca"), ca.cert_pem)
@@ -156,8 +171,17 @@ def write_pki(paths: Paths, ports: Ports) -> pki.CertificateAuthority:
                 "kubernetes.default.svc",
                 "kubernetes.default.svc.cluster.local",
             ),
-            ip_addresses=("127.0.0.1", KUBERNETES_SERVICE_IP),
+            ip_addresses=(
+                "127.0.0.1",
+                *(
+                    (network.gateway, network.kubernetes_service_ip)
+                    if network
+                    else (KUBERNETES_SERVICE_IP,)
+                ),
+            ),
         ),
+        # Bound to system:kubelet-api-admin: logs, exec and metrics on every kubelet.
+        "apiserver-kubelet-client": ca.issue(KUBELET_CLIENT_USER, client=True),
     }
     for name, pair in issued.items():
         pki.write_public(paths.cert(name), pair.cert_pem)
@@ -173,11 +197,12 @@ def write_pki(paths: Paths, ports: Ports) -> pki.CertificateAuthority:
         paths.admin_kubeconfig,
         kubeconfig_yaml(ports.server, ca.cert_pem, admin, ADMIN_USER).encode(),
     )
-    scheduler = ca.issue("system:kube-scheduler", client=True)
-    pki.write_secret(
-        paths.scheduler_kubeconfig,
-        kubeconfig_yaml(ports.server, ca.cert_pem, scheduler, "system:kube-scheduler").encode(),
-    )
+    for user, path in (
+        ("system:kube-scheduler", paths.scheduler_kubeconfig),
+        ("system:kube-controller-manager", paths.controller_manager_kubeconfig),
+    ):
+        pair = ca.issue(user, client=True)
+        pki.write_secret(path, kubeconfig_yaml(ports.server, ca.cert_pem, pair, user).encode())
     return ca
 
 
@@ -211,11 +236,32 @@ def etcd_argv(binary: Path, paths: Paths, ports: Ports) -> list[str]:
     ]
 
 
-def apiserver_argv(binary: Path, paths: Paths, ports: Ports) -> list[str]:
-    """kube-apiserver on 127.0.0.1, client-certificate authentication, Node and RBAC."""
+def apiserver_argv(
+    binary: Path, paths: Paths, ports: Ports, network: NetworkPlan | None = None
+) -> list[str]:
+    """kube-apiserver on 127.0.0.1, client-certificate authentication, Node and RBAC.
+
+    ``network`` is the real nodes' network; without it (node agents only) the Service
+    range stays on loopback and the ``kubernetes`` Service has no endpoints."""
+    if network is not None:
+        where = [
+            f"--advertise-address={network.gateway}",
+            f"--service-cluster-ip-range={network.service_cidr}",
+            # Webhook and aggregated API Services are dialled at their pods' addresses,
+            # never at a cluster IP (which the host routes nowhere).
+            "--enable-aggregator-routing=true",
+        ]
+    else:
+        where = [
+            "--advertise-address=127.0.0.1",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            # The "kubernetes" Service would get 127.0.0.1 as its endpoint, which Endpoints
+            # validation rejects; nothing in an agent-only cluster uses that Service.
+            "--endpoint-reconciler-type=none",
+        ]
     return [
         str(binary),
-        "--advertise-address=127.0.0.1",
+        *where,
         "--bind-address=127.0.0.1",
         f"--secure-port={ports.apiserver}",
         f"--etcd-servers=https://127.0.0.1:{ports.etcd_client}",
@@ -229,19 +275,16 @@ def apiserver_argv(binary: Path, paths: Paths, ports: Ports) -> list[str]:
         f"--service-account-issuer={SA_ISSUER}",
         f"--service-account-key-file={paths.pki / 'service-account.pub'}",
         f"--service-account-signing-key-file={paths.key('service-account')}",
-        f"--service-cluster-ip-range={SERVICE_CIDR}",
         "--anonymous-auth=false",
         "--authorization-mode=Node,RBAC",
         # Nodes may only change their own Node and the pods bound to them.
         "--enable-admission-plugins=NodeRestriction",
-        # Without kube-controller-manager nothing would create service accounts and their
-        # tokens (ServiceAccount), nor lift the not-ready taint that TaintNodesByCondition
-        # puts on every new Node (the node lifecycle controller's job), and NodeRestriction
-        # forbids a node to change its own taints.
-        "--disable-admission-plugins=ServiceAccount,TaintNodesByCondition",
-        # The "kubernetes" Service would get 127.0.0.1 as its endpoint, which Endpoints
-        # validation rejects; nothing in the dev cluster uses that Service.
-        "--endpoint-reconciler-type=none",
+        # Kubelets are dialled at their InternalIP (never a name looked up in DNS), with a
+        # client certificate, and must present a certificate of the cluster CA.
+        "--kubelet-preferred-address-types=InternalIP",
+        f"--kubelet-client-certificate={paths.cert('apiserver-kubelet-client')}",
+        f"--kubelet-client-key={paths.key('apiserver-kubelet-client')}",
+        f"--kubelet-certificate-authority={paths.cert('ca')}",
         "--allow-privileged=true",
         "--profiling=false",
         "--v=1",
@@ -269,15 +312,53 @@ def scheduler_argv(
     ]
 
 
+def controller_manager_argv(
+    binary: Path, paths: Paths, ports: Ports, cluster_cidr: str
+) -> list[str]:
+    """kube-controller-manager with every default controller, as system:kube-controller-manager
+    (each controller with its own service account, as kubeadm sets it up)."""
+    kubeconfig = str(paths.controller_manager_kubeconfig)
+    return [
+        str(binary),
+        f"--kubeconfig={kubeconfig}",
+        f"--authentication-kubeconfig={kubeconfig}",
+        f"--authorization-kubeconfig={kubeconfig}",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={ports.controller_manager}",
+        f"--cert-dir={paths.root / 'kube-controller-manager'}",
+        f"--service-account-private-key-file={paths.key('service-account')}",
+        f"--root-ca-file={paths.cert('ca')}",
+        "--use-service-account-credentials=true",
+        f"--cluster-cidr={cluster_cidr}",
+        "--leader-elect=false",
+        "--profiling=false",
+        "--v=1",
+    ]
+
+
+def wait_controller_manager_healthy(ports: Ports, deadline: float) -> None:
+    """Poll kube-controller-manager's /healthz until 200."""
+    wait_http_ok(
+        "kube-controller-manager", ports.controller_manager, "/healthz", _unverified(), deadline
+    )
+
+
 class HealthError(KubeNpuError):
     """A component did not become healthy in time."""
 
 
 def wait_http_ok(
-    what: str, port: int, path: str, context: ssl.SSLContext | None, deadline: float
+    what: str,
+    port: int,
+    path: str,
+    context: ssl.SSLContext | None,
+    deadline: float,
+    *,
+    ok: tuple[int, ...] = (200,),
 ) -> None:
     """Poll ``GET path`` on 127.0.0.1:``port`` (HTTPS when ``context`` is given) until it
-    answers 200, or raise ``HealthError`` with the last answer at ``deadline`` (monotonic)."""
+    answers a status in ``ok``, or raise ``HealthError`` with the last answer at
+    ``deadline`` (monotonic)."""
     last = "no answer"
     while time.monotonic() < deadline:
         if context is None:
@@ -287,7 +368,7 @@ def wait_http_ok(
         try:
             conn.request("GET", path)
             response = conn.getresponse()
-            if response.status == 200:
+            if response.status in ok:
                 return
             body = response.read().decode(errors="replace").strip()
             last = f"HTTP {response.status}: {body[-300:]}"
@@ -313,9 +394,14 @@ def wait_apiserver_ready(paths: Paths, ports: Ports, deadline: float) -> None:
 
 def wait_scheduler_healthy(ports: Ports, deadline: float) -> None:
     """Poll kube-scheduler's /healthz (self-signed serving certificate) until 200."""
+    wait_http_ok("kube-scheduler", ports.scheduler, "/healthz", _unverified(), deadline)
+
+
+def _unverified() -> ssl.SSLContext:
     context = ssl.create_default_context()
-    # kube-scheduler serves with a certificate it made itself at start; there is nothing to
-    # verify it against, and this check only asks whether it is up.
+    # kube-scheduler and kube-controller-manager serve with a certificate they made
+    # themselves at start; there is nothing to verify it against, and the health checks
+    # only ask whether they are up.
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
-    wait_http_ok("kube-scheduler", ports.scheduler, "/healthz", context, deadline)
+    return context
