@@ -56,9 +56,15 @@ def up(
         typer.Option("--kubeconfig", help="Also write the admin kubeconfig here (mode 0600)."),
     ] = None,
     state_dir: Annotated[Path | None, typer.Option("--state-dir", help=_STATE_DIR_HELP)] = None,
-    timeout: float = typer.Option(90.0, "--timeout", help="Seconds to wait for the cluster."),
+    timeout: float = typer.Option(180.0, "--timeout", help="Seconds to wait for the cluster."),
     webhook: bool = typer.Option(
         True, "--webhook/--no-webhook", help="Run and register the admission webhook."
+    ),
+    addons: bool = typer.Option(
+        True,
+        "--addons/--no-addons",
+        help="Run kubenpu's device plugins, extender and webhook as processes; "
+        "--no-addons leaves the cluster bare for `helm install`.",
     ),
     node_agent: bool = typer.Option(
         False,
@@ -93,7 +99,9 @@ def up(
                 err=True,
             )
         target = kubeconfig.expanduser().absolute() if kubeconfig else None
-        cluster = cluster_up(root, spec, kubeconfig=target, timeout=timeout, webhook=webhook)
+        cluster = cluster_up(
+            root, spec, kubeconfig=target, timeout=timeout, webhook=webhook, addons=addons
+        )
     except KubeNpuError as err:
         raise _fail(err) from None
     elapsed = time.monotonic() - started

@@ -280,6 +280,21 @@ class DevCluster:
             "password": self.registry_files.password(),
         }
 
+    def push_image(self, archive: Path, repository: str, tag: str) -> str:
+        """Push an image archive (:mod:`kubenpu.devcluster.images`) to the private registry
+        as ``npu-registry.example.com/<repository>:<tag>``; return its digest."""
+        if not self.registry_port:
+            raise KubeNpuError("this dev cluster has no registry (agent nodes only)")
+        return dev_images.push(
+            archive,
+            f"127.0.0.1:{self.registry_port}",
+            repository,
+            tag,
+            username=dev_registry.USERNAME,
+            password=self.registry_files.password(),
+            cafile=self.paths.cert("ca"),
+        )
+
     # -- nodes ------------------------------------------------------------------------
 
     def node(self, name: str) -> NodeInfo:
@@ -660,6 +675,7 @@ def up(
     kubeconfig: Path | None = None,
     timeout: float = 180.0,
     webhook: bool = True,
+    addons: bool = True,
 ) -> DevCluster:
     """Start a dev cluster recorded in ``state_dir`` and wait until it is usable.
 
@@ -667,8 +683,12 @@ def up(
     healthy, every node Ready and every NPU node's allocatable ``aliyun.com/npu`` equal to
     its NPU count. The admin kubeconfig is written to ``state_dir/admin.kubeconfig`` and,
     if given, ``kubeconfig``. With ``webhook`` the admission webhook runs too and is
-    registered and in effect. On any failure everything started so far is stopped again.
+    registered and in effect. Without ``addons`` no kubenpu component runs (no device
+    plugins, extender or webhook; kube-scheduler has its default profile): a bare cluster to
+    install the Helm chart into, where nodes are Ready but have no NPUs until the chart's
+    device plugin registers. On any failure everything started so far is stopped again.
     """
+    webhook = webhook and addons
     existing = DevCluster.load(state_dir)
     if existing is not None:
         if any(s.running for s in existing.status()):
@@ -696,7 +716,7 @@ def up(
         apiserver=processes.free_port(),
         scheduler=processes.free_port(),
         webhook=processes.free_port() if webhook else 0,
-        extender=processes.free_port(),
+        extender=processes.free_port() if addons else 0,
         controller_manager=processes.free_port(),
     )
     nodes = [
@@ -726,7 +746,8 @@ def up(
                 _write_agent_node(cluster, ca, spec, node)
         if webhook:
             dev_webhook.write_files(paths, ca, ports.server)
-        dev_extender.write_files(paths, ca, ports.server, ports.extender)
+        if addons:
+            dev_extender.write_files(paths, ca, ports.server, ports.extender)
         if kubeconfig is not None:
             pki.write_secret(kubeconfig, paths.admin_kubeconfig.read_bytes())
             cluster.user_kubeconfig = kubeconfig
@@ -745,7 +766,10 @@ def up(
         start(
             "kube-scheduler",
             controlplane.scheduler_argv(
-                bin_dir / "kube-scheduler", paths, ports, dev_extender.scheduler_config_path(paths)
+                bin_dir / "kube-scheduler",
+                paths,
+                ports,
+                dev_extender.scheduler_config_path(paths) if addons else None,
             ),
         )
         if plan is not None:
@@ -775,7 +799,7 @@ def up(
                     ),
                 )
         for node in nodes:
-            if node.npus:
+            if node.npus and addons:
                 start(f"device-plugin/{node.name}", device_plugin_argv(node))
         if webhook:
             start(dev_webhook.PROCESS, dev_webhook.argv(_kubenpu_command(), paths, ports.webhook))
@@ -791,17 +815,22 @@ def up(
             ),
         )
         # The extender starts once its role exists: until then every list would be refused.
-        dev_extender.grant(paths)
         if plan is not None:
             _grant_kubelet_api(paths)
-        start(dev_extender.PROCESS, dev_extender.argv(_kubenpu_command(), paths, ports.extender))
+        if addons:
+            dev_extender.grant(paths)
+            start(
+                dev_extender.PROCESS,
+                dev_extender.argv(_kubenpu_command(), paths, ports.extender),
+            )
         controlplane.wait_controller_manager_healthy(ports, deadline)
         controlplane.wait_scheduler_healthy(ports, deadline)
         if plan is not None:
             _push_workload_images(cluster, archives, deadline)
-        wait_nodes_ready(cluster, deadline)
+        wait_nodes_ready(cluster, deadline, npus=addons)
         wait_default_service_account(cluster, deadline)
-        dev_extender.wait_ready(ports.extender, deadline)
+        if addons:
+            dev_extender.wait_ready(ports.extender, deadline)
         if webhook:
             dev_webhook.wait_ready(paths, ports.webhook, deadline)
             dev_webhook.register(paths, ports.webhook, deadline)
@@ -899,20 +928,16 @@ def _grant_kubelet_api(paths: Paths) -> None:
 
 def _push_workload_images(cluster: DevCluster, archives: dict[str, Path], deadline: float) -> None:
     """Put the example workloads into the private registry, as the seed's team would."""
-    files = cluster.registry_files
     controlplane.wait_http_ok(
-        "registry", cluster.registry_port, "/", _registry_context(files), deadline, ok=(200, 401)
+        "registry",
+        cluster.registry_port,
+        "/",
+        _registry_context(cluster.registry_files),
+        deadline,
+        ok=(200, 401),
     )
     for name, (repository, tag) in WORKLOADS.items():
-        dev_images.push(
-            archives[name],
-            f"127.0.0.1:{cluster.registry_port}",
-            repository,
-            tag,
-            username=dev_registry.USERNAME,
-            password=files.password(),
-            cafile=cluster.paths.cert("ca"),
-        )
+        cluster.push_image(archives[name], repository, tag)
 
 
 def _registry_context(files: dev_registry.RegistryFiles) -> ssl.SSLContext:
@@ -945,9 +970,9 @@ def wait_default_service_account(cluster: DevCluster, deadline: float) -> None:
         time.sleep(0.1)
 
 
-def wait_nodes_ready(cluster: DevCluster, deadline: float) -> None:
-    """Wait until every node is Ready and reports all its NPUs allocatable."""
-    want = {n.name: n.npus for n in cluster.nodes}
+def wait_nodes_ready(cluster: DevCluster, deadline: float, *, npus: bool = True) -> None:
+    """Wait until every node is Ready and (with ``npus``) reports all its NPUs allocatable."""
+    want = {n.name: n.npus if npus else 0 for n in cluster.nodes}
     last: dict[str, str] = {}
     while time.monotonic() < deadline:
         for name, record in cluster.processes.items():
@@ -955,14 +980,14 @@ def wait_nodes_ready(cluster: DevCluster, deadline: float) -> None:
                 raise KubeNpuError(f"{name} exited during start-up; see {record.log}")
         seen = {n.name: n for n in cluster.node_summaries()}
         last = {}
-        for name, npus in want.items():
+        for name, count in want.items():
             node = seen.get(name)
             if node is None:
                 last[name] = "not registered"
-            elif not (node.ready and node.allocatable_npus == npus):
+            elif not (node.ready and node.allocatable_npus == count):
                 last[name] = (
                     f"ready={node.ready}, {names.RESOURCE_NPU} allocatable "
-                    f"{node.allocatable_npus}/{npus}"
+                    f"{node.allocatable_npus}/{count}"
                 )
         if not last:
             return
