@@ -176,6 +176,8 @@ BAD_CSV = [
     ("too-many-gpus", "pods", f"{POD_HEADER}\np,1,1,9,1000,\n", ":2:", "at most 8"),
     ("empty-cluster", "nodes", f"{NODE_HEADER}\na,64000,1024,0,\n", "nodes", "no NPU devices"),
     ("no-pods", "pods", f"{POD_HEADER}\n", "pods", "no pods in file"),
+    ("cut-last-row", "pods", f"{POD_HEADER}\np,1,1,1,1000,\nq,1,1,1,10,", ":3:", "cut short"),
+    ("cut-model", "nodes", f"{NODE_HEADER}\na,1,1,1,P1\n", ":2:", "unknown device model 'P1'"),
 ]
 
 

@@ -179,7 +179,7 @@ def test_no_pods(tmp_path):
 
 
 def test_line_numbers_count_quoted_newlines(tmp_path):
-    path = pods_csv(tmp_path, 'a,1,1,1,1000,"x\ny",LS', "b,1,1,x,1000,,LS")
+    path = pods_csv(tmp_path, 'a,1,1,1,1000,,"L\nS"', "b,1,1,x,1000,,LS")
     assert error_of(openb.read_pods, path).line == 4
 
 
@@ -203,6 +203,83 @@ def test_pod_round_trip(tmp_path, rows):
         assert (p.cpu_milli, p.memory_mib) == (c, m)
         assert p.device_milli == n * g
         assert (p.npus > 0) == (g == 1000)
+
+
+# --- files cut short or damaged --------------------------------------------------------
+
+PODS_TAIL = "name,cpu_milli,memory_mib,num_gpu,gpu_milli\na,1,1,1,1000\nb,1,1,1,1000"
+
+
+def test_whole_last_row_without_a_newline_is_cut(tmp_path):
+    # The last line `...,1,10` reads as a valid 10-milli share: only its missing line break
+    # (every other line has one) gives the cut away, and it must stop the run.
+    path = write(tmp_path, PODS_TAIL[:-2])
+    exc = error_of(openb.read_pods, path)
+    assert exc.line == 3
+    assert "cut short" in exc.problem
+    # The very same rows, whole and ended, are fine.
+    assert [p.device_milli for p in openb.read_pods(write(tmp_path, PODS_TAIL + "\n"))] == [
+        1000,
+        1000,
+    ]
+
+
+def test_header_only_file_without_newline_is_not_cut(tmp_path):
+    # No line has a break, so none is missing one.
+    exc = error_of(openb.read_pods, write(tmp_path, "name,cpu_milli,memory_mib,num_gpu,gpu_milli"))
+    assert exc.problem == "no pods in file"
+
+
+def test_row_with_fewer_or_more_fields_than_the_header(tmp_path):
+    exc = error_of(openb.read_pods, pods_csv(tmp_path, "a,1,1,1,1000,,LS", "b,1,1,1,1000"))
+    assert exc.line == 3
+    assert exc.problem == "5 of the header's 7 fields: column 'gpu_spec' is missing (a cut row?)"
+    exc = error_of(openb.read_pods, pods_csv(tmp_path, "a,1,1,1,1000,,LS,extra"))
+    assert exc.line == 2
+    assert "8 fields, the header has 7" in exc.problem
+
+
+@pytest.mark.parametrize("cut", ["P1", "V100M3", "G"])
+def test_node_model_cut_short_is_an_unknown_model(tmp_path, cut):
+    path = nodes_csv(tmp_path, "a,64000,262144,2,P100", f"b,64000,262144,2,{cut}")
+    exc = error_of(openb.read_nodes, path)
+    assert exc.line == 3
+    assert f"column 'model': unknown device model {cut!r} (known: A10, G2" in exc.problem
+
+
+def test_known_models_and_empty_model_with_devices(tmp_path):
+    path = nodes_csv(tmp_path, *(f"n{m},1,1,1,{m}" for m in sorted(openb.KNOWN_MODELS)))
+    assert {n.model for n in openb.read_nodes(path)} == openb.KNOWN_MODELS
+    exc = error_of(openb.read_nodes, nodes_csv(tmp_path, "a,1,1,2,"))
+    assert exc.problem == "column 'model': empty, but the node has 2 devices"
+    exc = error_of(openb.read_pods, pods_csv(tmp_path, "p,1,1,1,1000,T4|V100M3,LS"))
+    assert "column 'gpu_spec': unknown device model 'V100M3'" in exc.problem
+
+
+def test_unterminated_quote(tmp_path):
+    path = pods_csv(tmp_path, "a,1,1,1,1000,,LS", 'b,1,1,1,1000,"T4,LS', "c,1,1,1,1000,,LS")
+    exc = error_of(openb.read_pods, path)
+    assert exc.line == 3
+    assert exc.problem == "a quoted value opened in this row is never closed"
+    exc = error_of(openb.read_pods, pods_csv(tmp_path, 'a,1,1,1,1000,"T4"x,LS'))
+    assert exc.line == 2 and "malformed CSV" in exc.problem
+
+
+def test_nul_bytes_and_bytes_that_are_not_utf8(tmp_path):
+    path = tmp_path / "nul.csv"
+    path.write_bytes(f"{NODE_HEADER}\na,1,1,1,T4\nb,1,1,1\x00,T4\n".encode())
+    exc = error_of(openb.read_nodes, path)
+    assert (exc.line, exc.problem) == (3, "NUL byte: not CSV text (a binary or damaged file?)")
+    path.write_bytes(f"{NODE_HEADER}\na,1,1,1,T4\n".encode() + b"b\xe9,1,1,1,T4\n")
+    exc = error_of(openb.read_nodes, path)
+    assert (exc.line, exc.problem) == (3, "not UTF-8 CSV text (byte 0xe9)")
+
+
+@pytest.mark.parametrize("raw", ["1_000", "\u0661\u0662", "0x10", "1e3.5"])
+def test_numbers_parse_strictly(tmp_path, raw):
+    exc = error_of(openb.read_nodes, nodes_csv(tmp_path, f"a,{raw},1,1,T4"))
+    assert exc.line == 2
+    assert f"column 'cpu_milli': {raw!r} is not" in exc.problem
 
 
 # --- the shared trace -------------------------------------------------------------------

@@ -6,7 +6,12 @@ from pathlib import Path
 
 from kubenpu.errors import InputError
 from kubenpu.model import Device, Node, Request
-from kubenpu.names import LABEL_NPU_MODEL, MAX_DEVICES_PER_NODE, MILLI_PER_DEVICE
+from kubenpu.names import (
+    LABEL_NPU_MODEL,
+    MAX_DEVICES_PER_NODE,
+    MILLI_PER_DEVICE,
+    REFERENCE_NPU_MODEL,
+)
 from kubenpu.traces.csvtable import Row, read_rows
 
 NODE_COLUMNS = ("sn", "cpu_milli", "memory_mib", "gpu", "model")
@@ -15,6 +20,20 @@ POD_COLUMNS = ("name", "cpu_milli", "memory_mib", "num_gpu", "gpu_milli")
 POD_SPEC_COLUMN = "gpu_spec"
 #: The largest node of any real NPU instance carries 8 devices; the trace never asks more.
 MAX_DEVICES_PER_POD = 8
+#: Device models a node or a pod's ``gpu_spec`` may name: the openb trace's, and kubenpu's
+#: reference NPU. Any other value is an error (``P1`` is a cut ``P100``, not a new model).
+KNOWN_MODELS = frozenset({"A10", "G2", "G3", "P100", "T4", "V100M16", "V100M32"}) | {
+    REFERENCE_NPU_MODEL
+}
+
+
+def _known_model(model: str, row: Row, column: str) -> str:
+    if model not in KNOWN_MODELS:
+        raise row.error(
+            f"column {column!r}: unknown device model {model!r} "
+            f"(known: {', '.join(sorted(KNOWN_MODELS))})"
+        )
+    return model
 
 
 def _unique(seen: dict[str, int], name: str, row: Row, what: str) -> None:
@@ -38,6 +57,10 @@ def read_nodes(path: Path) -> list[Node]:
             raise row.error(
                 f"column 'gpu': {count} devices on one node (at most {MAX_DEVICES_PER_NODE})"
             )
+        if model:
+            _known_model(model, row, "model")
+        elif count:
+            raise row.error(f"column 'model': empty, but the node has {count} devices")
         devices = tuple(Device(id=f"{name}-npu{i}", index=i, model=model) for i in range(count))
         labels = {LABEL_NPU_MODEL: model} if model and count else {}
         nodes.append(Node(name, row.count("cpu_milli"), row.count("memory_mib"), devices, labels))
@@ -76,7 +99,9 @@ def read_pods(path: Path) -> list[Request]:
             raise row.error("column 'gpu_milli': num_gpu 1 with a share of 0")
         whole = milli == MILLI_PER_DEVICE
         spec = row.text(POD_SPEC_COLUMN)
-        models = frozenset(m.strip() for m in spec.split("|") if m.strip())
+        models = frozenset(
+            _known_model(m.strip(), row, POD_SPEC_COLUMN) for m in spec.split("|") if m.strip()
+        )
         pods.append(
             Request(
                 name=name,
