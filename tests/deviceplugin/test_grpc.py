@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import queue
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -179,3 +183,40 @@ def test_new_kubelet_socket_alone_triggers_registration(
     peer.start()
     peer.wait_for_registration(NPU, timeout=5, count=2)
     assert (kubelet_dir / "kubenpu-npu.sock").exists()
+
+
+def test_many_list_and_watch_streams_do_not_starve_allocate(
+    peer: KubeletPeer, start_daemon, kubelet_dir: Path
+) -> None:
+    # Each kubelet restart, node agent or debugging client opens a stream; an open stream
+    # must not hold what unary calls need (a sync server's pool had 8 threads).
+    start_daemon()
+    peer.wait_for_devices(NPU, timeout=5)
+    streams = 32
+    first: queue.Queue[int] = queue.Queue()
+    with grpc.insecure_channel(f"unix://{kubelet_dir / 'kubenpu-npu.sock'}") as channel:
+        stub = rpc.DevicePluginStub(channel)
+        calls = [stub.ListAndWatch(pb.Empty(), timeout=30) for _ in range(streams)]
+
+        def read_first(call: Any) -> None:
+            with contextlib.suppress(grpc.RpcError):
+                first.put(len(next(call).devices))
+
+        readers = [threading.Thread(target=read_first, args=(c,), daemon=True) for c in calls]
+        for reader in readers:
+            reader.start()
+        got = []
+        with contextlib.suppress(queue.Empty):
+            for _ in range(streams):
+                got.append(first.get(timeout=5))
+        try:
+            started = time.monotonic()
+            resp = peer.allocate(NPU, [["npu-1"]], timeout=3)
+            assert time.monotonic() - started < 1.0
+            assert resp.container_responses[0].envs["NPU_VISIBLE_DEVICES"] == "1"
+            assert got == [4] * streams  # every stream got its list, too
+        finally:
+            for call in calls:
+                call.cancel()
+            for reader in readers:
+                reader.join(timeout=5)

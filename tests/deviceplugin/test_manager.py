@@ -101,6 +101,22 @@ def test_health_change_bumps_version_and_wakes_waiters() -> None:
     assert [d.healthy for d in manager.listing()[1]] == [True, False]
 
 
+def test_watchers_are_called_on_changes_and_close_until_unwatched() -> None:
+    manager = whole([0, 0])
+    calls: list[int] = []
+    unwatch = manager.watch(lambda: calls.append(manager.listing()[0]))
+    manager.set_unhealthy({"npu-1": "x"})
+    manager.set_unhealthy({"npu-1": "x"})  # no change: no call
+    manager.set_unhealthy({})
+    assert calls == [1, 2]  # called after the change, which it can read
+    unwatch()
+    manager.set_unhealthy({"npu-0": "x"})
+    assert calls == [1, 2]
+    manager.watch(lambda: calls.append(-1))
+    manager.close()
+    assert calls == [1, 2, -1]
+
+
 def core(groups: list[int], lookup=None) -> ResourceManager:
     resolver = PlacementResolver(lookup) if lookup is not None else None
     return ResourceManager(

@@ -17,7 +17,7 @@ import enum
 import logging
 import threading
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from kubenpu.deviceplugin.backends.base import Backend
@@ -60,7 +60,8 @@ class _Unit:
 
 
 class ResourceManager:
-    """Devices of one resource. Thread-safe; health updates wake :meth:`wait_for_change`."""
+    """Devices of one resource. Thread-safe; health updates wake :meth:`wait_for_change`
+    and the callbacks given to :meth:`watch`."""
 
     def __init__(
         self,
@@ -87,6 +88,7 @@ class ResourceManager:
         self._cond = threading.Condition()
         self._version = 0
         self._closed = False
+        self._watchers: set[Callable[[], None]] = set()
         self._listing: list[AdvertisedDevice] = self._build_listing()
 
     # -- ids -------------------------------------------------------------------------
@@ -130,7 +132,10 @@ class ResourceManager:
             self._listing = self._build_listing()
             self._version += 1
             self._cond.notify_all()
-            return True
+            watchers = list(self._watchers)
+        for wake in watchers:
+            wake()
+        return True
 
     def health_counts(self) -> tuple[int, int]:
         """(healthy, unhealthy) physical devices."""
@@ -149,6 +154,20 @@ class ResourceManager:
             self._cond.wait_for(lambda: self._version != version or self._closed, timeout)
             return self._version
 
+    def watch(self, wake: Callable[[], None]) -> Callable[[], None]:
+        """Call ``wake()`` after every change of the listing and on :meth:`close`, from the
+        thread that made it (so it must be quick and thread-safe); return the function
+        that stops it. A waiter that needs no thread of its own (an asyncio stream) uses
+        this instead of :meth:`wait_for_change`."""
+        with self._cond:
+            self._watchers.add(wake)
+
+        def unwatch() -> None:
+            with self._cond:
+                self._watchers.discard(wake)
+
+        return unwatch
+
     @property
     def closed(self) -> bool:
         """Whether :meth:`close` was called (streams should end)."""
@@ -159,6 +178,9 @@ class ResourceManager:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+            watchers = list(self._watchers)
+        for wake in watchers:
+            wake()
 
     # -- preferred allocation ---------------------------------------------------------
 

@@ -5,17 +5,25 @@ it with the kubelet. :meth:`PluginServer.ensure_registered`, called every half s
 the daemon, notices a kubelet restart (``kubelet.sock`` recreated: a new inode or change
 time; or the plugin's own socket deleted) and starts serving and registers again, well within 5 s.
 Failures of a call become a gRPC status with a clear text; they never stop the server.
+
+The server is a ``grpc.aio`` one, on an event loop in a thread of its own: ``ListAndWatch``
+streams wait on that loop and hold no thread, so however many are open, the unary calls
+(``Allocate`` and the others, plain functions run in a small thread pool) are answered at
+once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent import futures
 from pathlib import Path
+from typing import Any, TypeVar
 
 import grpc
 
@@ -26,8 +34,44 @@ from kubenpu.errors import DeviceError
 
 log = logging.getLogger(__name__)
 
-#: How long ListAndWatch waits for a change before checking that the stream is alive.
+#: Longest a ListAndWatch stream waits between checks that it should go on (changes, close
+#: and shutdown wake it at once; this is only a safety net).
 _STREAM_TICK_S = 1.0
+#: Threads for the unary calls (the streams need none).
+_UNARY_WORKERS = 8
+#: Longest the daemon's thread waits for the server's loop to start or stop the server.
+_LOOP_CALL_TIMEOUT_S = 30.0
+
+_T = TypeVar("_T")
+
+_loop: asyncio.AbstractEventLoop | None = None
+_loop_lock = threading.Lock()
+
+
+def _grpc_loop() -> asyncio.AbstractEventLoop:
+    """The event loop every plugin server of the process runs on, in a daemon thread.
+
+    One for all, never closed: grpc.aio keeps process-wide state bound to a loop, and a
+    second loop, or a closed one, breaks it. That state is held for good, too: torn down
+    whenever the last server stops (and made anew by the next one), it logs EBADF errors.
+    """
+    global _loop
+    with _loop_lock:
+        if _loop is None:
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="grpc-aio", daemon=True).start()
+            asyncio.run_coroutine_threadsafe(_hold_grpc_aio(), loop).result(_LOOP_CALL_TIMEOUT_S)
+            _loop = loop
+        return _loop
+
+
+async def _hold_grpc_aio() -> None:
+    grpc.aio.init_grpc_aio()  # reference counted: this one is never released
+
+
+def _on_loop(coro: Coroutine[Any, Any, _T]) -> _T:
+    """Run ``coro`` on the plugin servers' loop and wait for its result."""
+    return asyncio.run_coroutine_threadsafe(coro, _grpc_loop()).result(_LOOP_CALL_TIMEOUT_S)
 
 
 def _identity(path: Path) -> tuple[int, int, int] | None:
@@ -41,29 +85,58 @@ def _identity(path: Path) -> tuple[int, int, int] | None:
 
 
 class DevicePluginServicer(rpc.DevicePluginServicer):
-    """The DevicePlugin service for one resource manager: protobuf in, protobuf out."""
+    """The DevicePlugin service for one resource manager: protobuf in, protobuf out.
 
-    def __init__(self, manager: ResourceManager, metrics: PluginMetrics, stop: threading.Event):
+    ``ListAndWatch`` is a coroutine for a ``grpc.aio`` server's loop; the unary methods
+    are plain functions, run in the server's thread pool.
+    """
+
+    def __init__(self, manager: ResourceManager, metrics: PluginMetrics) -> None:
         self._manager = manager
         self._metrics = metrics
-        self._stop = stop
+        self._stopping = False
+        #: Wakes each open stream (loop side).
+        self._streams: set[Callable[[], None]] = set()
+
+    def stop_streams(self) -> None:
+        """End every ListAndWatch stream now and refuse new ones; call on the server's loop."""
+        self._stopping = True
+        for wake in list(self._streams):
+            wake()
 
     def GetDevicePluginOptions(
         self, request: pb.Empty, context: grpc.ServicerContext
     ) -> pb.DevicePluginOptions:
         return options()
 
-    def ListAndWatch(
-        self, request: pb.Empty, context: grpc.ServicerContext
-    ) -> Iterator[pb.ListAndWatchResponse]:
+    async def ListAndWatch(
+        self, request: pb.Empty, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ListAndWatchResponse]:
         manager = self._manager
-        version, listing = manager.listing()
-        yield _listing_message(listing)
-        while context.is_active() and not self._stop.is_set() and not manager.closed:
-            new = manager.wait_for_change(version, _STREAM_TICK_S)
-            if new != version:
-                version, listing = manager.listing()
-                yield _listing_message(listing)
+        loop = asyncio.get_running_loop()
+        changed = asyncio.Event()
+
+        def wake() -> None:  # from the thread that changed the manager
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(changed.set)
+
+        # Watching before the first read: a change in between is not missed.
+        unwatch = manager.watch(wake)
+        self._streams.add(changed.set)
+        try:
+            version, listing = manager.listing()
+            yield _listing_message(listing)
+            while not self._stopping and not manager.closed:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), _STREAM_TICK_S)
+                changed.clear()  # before reading: a later change sets it again
+                new, listing = manager.listing()
+                if new != version:
+                    version = new
+                    yield _listing_message(listing)
+        finally:
+            unwatch()
+            self._streams.discard(changed.set)
 
     def GetPreferredAllocation(
         self, request: pb.PreferredAllocationRequest, context: grpc.ServicerContext
@@ -150,7 +223,11 @@ def _listing_message(listing: list) -> pb.ListAndWatchResponse:
 
 
 class PluginServer:
-    """Serves one resource on its own socket and keeps it registered with the kubelet."""
+    """Serves one resource on its own socket and keeps it registered with the kubelet.
+
+    Its gRPC server runs on the process's one gRPC event loop (a thread of its own); the
+    methods are called from the daemon's thread.
+    """
 
     def __init__(
         self,
@@ -164,8 +241,9 @@ class PluginServer:
         self.endpoint = endpoint
         self.socket_path = self.kubelet_dir / endpoint
         self._metrics = metrics
-        self._server: grpc.Server | None = None
-        self._stop = threading.Event()
+        self._server: grpc.aio.Server | None = None
+        self._servicer: DevicePluginServicer | None = None
+        self._pool: futures.ThreadPoolExecutor | None = None
         self._registered_kubelet: tuple[int, int, int] | None = None  # kubelet.sock we know
         self._last_failure = ""
 
@@ -179,17 +257,24 @@ class PluginServer:
         self._shutdown_server(grace=None)
         self.kubelet_dir.mkdir(parents=True, exist_ok=True)
         self.socket_path.unlink(missing_ok=True)
-        self._stop = threading.Event()
-        server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix=self.endpoint)
-        )
-        rpc.add_DevicePluginServicer_to_server(
-            DevicePluginServicer(self.manager, self._metrics, self._stop), server
-        )
-        server.add_insecure_port(f"unix://{self.socket_path}")
-        server.start()
-        self._server = server
+        _on_loop(self._start_server())
         log.info("%s: serving on %s", self.manager.resource, self.socket_path)
+
+    async def _start_server(self) -> None:
+        # Made on the loop: a grpc.aio server belongs to the loop it is created on.
+        pool = futures.ThreadPoolExecutor(
+            max_workers=_UNARY_WORKERS, thread_name_prefix=self.endpoint
+        )
+        server = grpc.aio.server(migration_thread_pool=pool)
+        servicer = DevicePluginServicer(self.manager, self._metrics)
+        rpc.add_DevicePluginServicer_to_server(servicer, server)
+        try:
+            server.add_insecure_port(f"unix://{self.socket_path}")
+            await server.start()
+        except BaseException:
+            pool.shutdown(wait=False)
+            raise
+        self._server, self._servicer, self._pool = server, servicer, pool
 
     def _register(self) -> bool:
         kubelet_sock = self.kubelet_dir / KUBELET_SOCKET
@@ -242,12 +327,23 @@ class PluginServer:
 
     def _shutdown_server(self, grace: float | None) -> None:
         server, self._server = self._server, None
-        if server is not None:
-            self._stop.set()
-            server.stop(grace=grace).wait()
+        servicer, self._servicer = self._servicer, None
+        pool, self._pool = self._pool, None
+        if server is not None and servicer is not None:
+            _on_loop(_stop_server(server, servicer, grace))
+        if pool is not None:
+            pool.shutdown(wait=False)
 
     def stop(self) -> None:
         """Stop serving (ending ListAndWatch streams) and remove the socket."""
         self._shutdown_server(grace=1.0)
         self._registered_kubelet = None
         self.socket_path.unlink(missing_ok=True)
+
+
+async def _stop_server(
+    server: grpc.aio.Server, servicer: DevicePluginServicer, grace: float | None
+) -> None:
+    """End the streams (they would otherwise last the grace period out), then the server."""
+    servicer.stop_streams()
+    await server.stop(grace)
