@@ -138,7 +138,7 @@ def test_unfit_reasons_for_shares_name_core_and_memory():
     st.reserve(Placement("x", "a", ("a-0",), (800,)), share("x", 800))
     eng = Engine(st, policies.factory("fgd")(st, [share("s", 300)]))
     d = eng.decide(share("p", 300))
-    assert "Insufficient aliyun.com/npu-core: no NPU with 30% free core" in d.reason
+    assert "Insufficient aliyun.com/npu-core: no NPU with 30 percent free core" in d.reason
 
 
 def test_weighted_profiles_add_scores():

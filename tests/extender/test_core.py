@@ -74,7 +74,7 @@ def test_filter_gives_a_reason_per_node_in_kube_scheduler_style() -> None:
     sync(ext, api)
     result = ext.filter(args(shared, ["n1"]), ["n1"])
     assert result["FailedNodes"] == {
-        "n1": "Insufficient aliyun.com/npu-core: no NPU with 40% free core"
+        "n1": "Insufficient aliyun.com/npu-core: no NPU with 40 percent free core"
     }
     assert 'verb="filter"' in ext.metrics.render().decode()
 

@@ -13,6 +13,8 @@ from kubenpu.extender.wire import (
     NameCache,
     encode_filter_result,
     escape,
+    printf_safe,
+    printf_safe_reasons,
     split_node_names,
 )
 
@@ -82,3 +84,16 @@ def test_recent_name_lists_answer_like_fresh_ones(server: ExtenderHTTPServer) ->
     bad = compact.replace(b'"NodeNames":["n1","n2","cpu"]', b'"NodeNames":["n1",2]')
     status, raw = call(server, "POST", "/filter", bad)
     assert status == 400 and b"NodeNames must be a list of strings" in raw
+
+
+def test_printf_safe_leaves_no_percent_sign_and_keeps_the_map() -> None:
+    reasons = {"a": "'30%' is not a quantity", "b": "fine", "c": "'30%' is not a quantity"}
+    assert printf_safe_reasons(reasons) == {
+        "a": "'30\uff05' is not a quantity",
+        "b": "fine",
+        "c": "'30\uff05' is not a quantity",
+    }
+    assert printf_safe("100%%") == "100\uff05\uff05"
+    body, _ = encode_filter_result([], reasons, {}, "at 5%", NameCache(escape))
+    assert b"%" not in body
+    assert json.loads(body)["Error"] == "at 5\uff05"

@@ -7,7 +7,9 @@ import base64
 import http.client
 import json
 import os
+import socket
 import ssl
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -205,6 +207,11 @@ def test_validate_mutate_and_probes_on_one_connection(server: WebhookServer) -> 
             b"malformed AdmissionReview: request is missing or not an object",
         ),
         (b"{}", "text/plain", b"malformed AdmissionReview: Content-Type 'text/plain'"),
+        (
+            b"[" * 100_000 + b"]" * 100_000,
+            "application/json",
+            b"malformed AdmissionReview: body is JSON nested too deeply",
+        ),
     ],
 )
 def test_malformed_requests_get_400(
@@ -281,3 +288,104 @@ def test_a_client_that_fails_the_handshake_does_not_stop_the_server(
     with ssl.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\n\r\n")  # plain HTTP on the TLS port
     assert peer_serial(server) > 0
+
+
+# --- connections: lengths, read timeout, latency ----------------------------------------
+
+
+def raw_tls(server: WebhookServer, timeout: float = 5) -> ssl.SSLSocket:
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=timeout)
+    return client_context().wrap_socket(sock, server_hostname="127.0.0.1")
+
+
+def status_line(tls: ssl.SSLSocket) -> bytes:
+    answer = b""
+    while b"\r\n" not in answer:
+        chunk = tls.recv(4096)
+        if not chunk:
+            break
+        answer += chunk
+    return answer.split(b"\r\n", 1)[0]
+
+
+@pytest.mark.parametrize("length", ["-1", "abc", "1e3", None])
+def test_bad_content_length_gets_400_at_once(server: WebhookServer, length: str | None) -> None:
+    # Content-Length: -1 was read as "until the client closes": no answer for 10 s.
+    header = b"" if length is None else f"Content-Length: {length}\r\n".encode()
+    with raw_tls(server, timeout=2) as tls:
+        started = time.monotonic()
+        tls.sendall(
+            b"POST /validate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + header
+            + b"\r\n{}"
+        )
+        assert status_line(tls) == b"HTTP/1.1 400 Bad Request"
+        assert time.monotonic() - started < 1.0
+
+
+@pytest.fixture
+def quick_server(tmp_path: Path) -> Iterator[WebhookServer]:
+    write_pair(tmp_path, serving_pair())
+    admission = Admission(lambda: [NpuNode("npu-node-1", 4)], lambda ns: {})
+    srv = WebhookServer(
+        admission,
+        tmp_path / "tls.crt",
+        tmp_path / "tls.key",
+        host="127.0.0.1",
+        port=0,
+        read_timeout=0.5,
+        idle_timeout=5.0,
+    )
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def closed_within(sock: socket.socket, seconds: float) -> bool:
+    sock.settimeout(seconds)
+    try:
+        return sock.recv(1) == b""
+    except (ConnectionResetError, ssl.SSLError):
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_stalled_clients_are_dropped_after_the_read_timeout(quick_server: WebhookServer) -> None:
+    stalled: list[socket.socket] = []
+    try:
+        for _ in range(10):  # half sent: headers promise a body that never comes
+            tls = raw_tls(quick_server)
+            tls.sendall(b"POST /validate HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+            stalled.append(tls)
+        for _ in range(10):  # no TLS handshake at all
+            stalled.append(socket.create_connection(("127.0.0.1", quick_server.port), timeout=5))
+        conn = connect(quick_server)
+        assert request(conn, "GET", "/healthz") == (200, b"ok\n")
+        conn.close()
+        started = time.monotonic()
+        assert [closed_within(sock, 3.0) for sock in stalled] == [True] * len(stalled)
+        assert time.monotonic() - started < 3.0
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
+def test_admissions_on_a_kept_alive_connection_take_no_delayed_ack(
+    server: WebhookServer,
+) -> None:
+    # Headers and body written apart waited for the client's delayed ACK (Nagle's
+    # algorithm): 40 ms or more per admission, against well under 1 ms of work.
+    conn = connect(server)
+    conn.connect()
+    assert conn.sock is not None
+    conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as kube-apiserver's
+    body = apiserver_review(npu_spec("1"))
+    times = []
+    for _ in range(30):
+        started = time.perf_counter()
+        status, _ = request(conn, "POST", "/mutate?timeout=5s", body)
+        times.append(time.perf_counter() - started)
+        assert status == 200
+    conn.close()
+    assert sorted(times)[len(times) // 2] < 0.015, times

@@ -47,6 +47,7 @@ def unfit_codes(state: ClusterState, req: Request) -> tuple[np.ndarray, list[str
     Each node is charged to the first reason that rules it out, in the order a user would
     fix them: no NPU at all, wrong model, too few devices, device capacity, CPU, memory.
     """
+    # "percent", not "%": kube-scheduler formats reasons as printf formats (extender/wire.py).
     pct = -(-req.share_milli // 10)
     wants = req.wants_devices
     healthy = state.dev_healthy.sum(axis=1)
@@ -62,10 +63,10 @@ def unfit_codes(state: ClusterState, req: Request) -> tuple[np.ndarray, list[str
     elif req.share_milli:
         core_fit = (state.dev_free >= req.share_milli).any(axis=1)
         checks += [
-            (~core_fit, f"Insufficient {RESOURCE_NPU_CORE}: no NPU with {pct}% free core"),
+            (~core_fit, f"Insufficient {RESOURCE_NPU_CORE}: no NPU with {pct} percent free core"),
             (
                 ~device_fit(state, req).any(axis=1),
-                f"Insufficient {RESOURCE_NPU_MEM} on any NPU with {pct}% free core",
+                f"Insufficient {RESOURCE_NPU_MEM} on any NPU with {pct} percent free core",
             ),
         ]
     checks += [

@@ -2,7 +2,9 @@
 
 Routes (``prefix`` + verb, POST): ``/filter``, ``/prioritize``, ``/bind``; GET
 ``/healthz`` (the process answers), ``/readyz`` (synced with the API server) and
-``/metrics``. A body that is not what kube-scheduler sends gets 400 with a clear message.
+``/metrics``. A body that is not what kube-scheduler sends gets 400 with a clear message
+(nesting too deep for the JSON decoder too). Connections: see :mod:`kubenpu.httpserving`
+(read timeout, one write per response, quiet disconnects).
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import ssl
 import threading
 from collections.abc import Callable
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from kubenpu.extender.core import Extender
@@ -26,8 +27,18 @@ from kubenpu.extender.wire import (
     escape,
     parse_binding_args,
     parse_extender_args,
+    printf_safe,
+    printf_safe_reasons,
     priority_head,
     split_node_names,
+)
+from kubenpu.httpserving import (
+    CLIENT_GONE,
+    IDLE_TIMEOUT,
+    READ_TIMEOUT,
+    BodyError,
+    Handler,
+    HTTPServer,
 )
 
 log = logging.getLogger(__name__)
@@ -42,10 +53,12 @@ RECENT_NAME_LISTS = 8
 Readiness = Callable[[], tuple[bool, str]]
 
 
-class ExtenderHTTPServer(ThreadingHTTPServer):
-    """One thread per connection; kube-scheduler keeps its connections alive."""
+class ExtenderHTTPServer(HTTPServer):
+    """One thread per connection; kube-scheduler keeps its connections alive.
 
-    daemon_threads = True
+    ``tls``: (certificate, key) files to serve HTTPS with; ``read_timeout``,
+    ``idle_timeout``: see :mod:`kubenpu.httpserving`.
+    """
 
     def __init__(
         self,
@@ -55,8 +68,21 @@ class ExtenderHTTPServer(ThreadingHTTPServer):
         ready: Readiness = lambda: (True, ""),
         prefix: str = "",
         tls: tuple[str, str] | None = None,
+        read_timeout: float = READ_TIMEOUT,
+        idle_timeout: float = IDLE_TIMEOUT,
     ) -> None:
-        super().__init__(address, ExtenderHandler)
+        context = None
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            context.load_cert_chain(*tls)
+        super().__init__(
+            address,
+            ExtenderHandler,
+            tls=context,
+            read_timeout=read_timeout,
+            idle_timeout=idle_timeout,
+        )
         self.extender = extender
         self.ready = ready
         self.prefix = prefix.rstrip("/")
@@ -65,11 +91,6 @@ class ExtenderHTTPServer(ThreadingHTTPServer):
         self.heads = NameCache(priority_head)
         self._recent_lists: list[tuple[bytes, list[str]]] = []
         self._recent_lock = threading.Lock()
-        if tls is not None:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.minimum_version = ssl.TLSVersion.TLSv1_2
-            context.load_cert_chain(*tls)
-            self.socket = context.wrap_socket(self.socket, server_side=True)
 
     def known_names(self, array: bytes) -> list[str] | None:
         """The node name list a NodeNames array encodes, if it is a recent one:
@@ -100,26 +121,14 @@ class ExtenderHTTPServer(ThreadingHTTPServer):
         return thread
 
 
-class ExtenderHandler(BaseHTTPRequestHandler):
+class ExtenderHandler(Handler):
     """Translates one HTTP request."""
 
     server: ExtenderHTTPServer
-    protocol_version = "HTTP/1.1"
     server_version = "kubenpu-scheduler"
-    # Headers and body go out as separate writes; with Nagle's algorithm the second one
-    # waits for the client's delayed ACK (40 ms) on every kept-alive request.
-    disable_nagle_algorithm = True
-
-    def log_message(self, format: str, *args: Any) -> None:
-        # Every call would be a line; decisions are counted in metrics instead.
-        log.debug("%s " + format, self.address_string(), *args)
 
     def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self.respond(status, content_type, body)
 
     def _json(self, status: int, data: Any) -> None:
         self._send(status, json.dumps(data, separators=(",", ":")).encode())
@@ -156,7 +165,8 @@ class ExtenderHandler(BaseHTTPRequestHandler):
         try:
             extender = self.server.extender
             if verb == "/bind":
-                self._json(200, extender.bind(parse_binding_args(_decode(self._raw()))))
+                bound = extender.bind(parse_binding_args(_decode(self._raw())))
+                self._json(200, {"Error": printf_safe(bound["Error"])})
                 return
             args, names = self._extender_args()
             if verb == "/filter":
@@ -166,6 +176,10 @@ class ExtenderHandler(BaseHTTPRequestHandler):
                     items = (args.get("Nodes") or {}).get("items") or []
                     result["Nodes"] = {"items": [n for n in items if n["metadata"]["name"] in keep]}
                     result["NodeNames"] = None
+                    never = result["FailedAndUnresolvableNodes"]
+                    result["FailedNodes"] = printf_safe_reasons(result["FailedNodes"])
+                    result["FailedAndUnresolvableNodes"] = printf_safe_reasons(never)
+                    result["Error"] = printf_safe(result["Error"])
                     self._json(200, result)
                 else:
                     passed = result["NodeNames"] or []
@@ -181,10 +195,12 @@ class ExtenderHandler(BaseHTTPRequestHandler):
             else:
                 scores = extender.scores(args, names)
                 self._send(200, encode_priorities(self.server.heads.many(names), scores))
-        except WireError as err:
+        except (WireError, BodyError) as err:
             extender_verb = verb.lstrip("/")
             self.server.extender.metrics.decisions.labels(extender_verb, "bad_request").inc()
             self._json(400, {"Error": f"bad {extender_verb} request: {err}"})
+        except CLIENT_GONE:
+            raise  # not the extender's failure: the server logs one line
         except Exception:
             log.exception("%s failed", verb)
             self._json(
@@ -200,7 +216,7 @@ class ExtenderHandler(BaseHTTPRequestHandler):
             head, array = split
             try:
                 data = json.loads(head)
-            except (ValueError, UnicodeDecodeError):
+            except (ValueError, UnicodeDecodeError, RecursionError):
                 data = None  # not the body's whole head after all: decode it all below
         if not isinstance(data, dict):
             return parse_extender_args(_decode(raw))
@@ -212,15 +228,7 @@ class ExtenderHandler(BaseHTTPRequestHandler):
         return args, names
 
     def _raw(self) -> bytes:
-        length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
-            raise WireError("a Content-Length header is required")
-        size = int(length)
-        if size > MAX_BODY:
-            # Not read: the connection cannot be reused.
-            self.close_connection = True
-            raise WireError(f"body of {size} bytes is over the limit of {MAX_BODY}")
-        return self.rfile.read(size)
+        return self.read_body(MAX_BODY)
 
 
 def _decode(raw: bytes) -> Any:
@@ -228,3 +236,5 @@ def _decode(raw: bytes) -> Any:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as err:
         raise WireError(f"body is not JSON: {err}") from None
+    except RecursionError:  # e.g. 100,000 nested arrays: no Kubernetes object is that deep
+        raise WireError("body is not JSON kube-scheduler sends: nested too deeply") from None

@@ -125,6 +125,26 @@ def parse_binding_args(data: object) -> ExtenderBindingArgs:
 #: JSON string literal of a str, ASCII only: what ``json.dumps`` writes by default.
 escape = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
 
+#: Stands in for ``%`` in text kube-scheduler formats: the FULLWIDTH PERCENT SIGN.
+PERCENT_SIGN = "\uff05"
+
+
+def printf_safe(text: str) -> str:
+    """``text`` with every ``%`` replaced by :data:`PERCENT_SIGN`: for each reason and
+    error an extender answers, kube-scheduler's event is ``Eventf(..., msg)`` with the text
+    as the printf *format* and no operands, so ``60% free`` reads ``60%!f(MISSING)ree``.
+    ``%%`` is no cure: the pod's PodScheduled condition carries the same text unformatted
+    and would show both signs. kubenpu's own reasons say "percent"; this catches text from
+    elsewhere (a pod's values, an API server's error) on its way out.
+    """
+    return text.replace("%", PERCENT_SIGN) if "%" in text else text
+
+
+def printf_safe_reasons(reasons: Mapping[str, str]) -> dict[str, str]:
+    """A node name -> reason map through :func:`printf_safe` (each distinct reason once)."""
+    safe = {r: printf_safe(r) for r in set(reasons.values())}
+    return dict(zip(reasons, map(safe.__getitem__, reasons.values()), strict=True))
+
 
 class NameCache:
     """``make(name)`` per node name, remembered: the same few thousand names go out in
@@ -162,13 +182,14 @@ def encode_filter_result(
     The same JSON as ``json.dumps`` (same key order too), about twice as fast for
     thousands of nodes: each name is escaped from ``escaped``, each distinct reason once,
     and the answer is joined in one go (every large intermediate string is a copy).
+    Reasons and error go out :func:`printf_safe`.
     """
     array = "[" + ",".join(escaped.many(passed)) + "]"
     pieces = ['{"NodeNames":', array, ',"FailedNodes":']
     _reasons(pieces, failed, escaped)
     pieces.append(',"FailedAndUnresolvableNodes":')
     _reasons(pieces, unresolvable, escaped)
-    pieces += [',"Error":', escape(error), "}"]
+    pieces += [',"Error":', escape(printf_safe(error)), "}"]
     return "".join(pieces).encode(), array
 
 
@@ -177,7 +198,7 @@ def _reasons(pieces: list[str], reasons: Mapping[str, str], escaped: NameCache) 
     if not reasons:
         pieces.append("{}")
         return
-    tails = {r: ":" + escape(r) + "," for r in set(reasons.values())}
+    tails = {r: ":" + escape(printf_safe(r)) + "," for r in set(reasons.values())}
     start = len(pieces)
     # Names and ':"reason",' alternate; the slices fill them in C, with no per-node string.
     pieces += [""] * (2 * len(reasons))

@@ -110,6 +110,8 @@ def parse_review(body: bytes) -> AdmissionReviewRequest:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ReviewError(f"body is not JSON: {exc}") from None
+    except RecursionError:  # e.g. 100,000 nested arrays: no AdmissionReview is that deep
+        raise ReviewError("body is JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise ReviewError(f"body must be a JSON object, not {type(data).__name__}")
     if data.get("apiVersion") != API_VERSION or data.get("kind") != KIND:

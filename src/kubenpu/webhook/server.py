@@ -4,22 +4,21 @@ Routes: ``POST /validate`` and ``POST /mutate`` (AdmissionReview v1), ``GET /hea
 ``GET /readyz`` and ``GET /metrics`` (Prometheus). The certificate and key are files (a
 mounted Secret); every new connection checks whether they changed and, if so, loads them
 again, so a rotated certificate is served without a restart. A pair that fails to load
-(half written) leaves the previous one in use.
+(half written) leaves the previous one in use. Connections: see :mod:`kubenpu.httpserving`
+(handshake and read timeout per connection, one write per response, quiet disconnects).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-import socket
 import ssl
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 from cryptography import x509
 from prometheus_client import (
@@ -31,6 +30,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from kubenpu.httpserving import IDLE_TIMEOUT, READ_TIMEOUT, BodyError, Handler, HTTPServer
 from kubenpu.webhook.admission import Admission
 from kubenpu.webhook.registration import MUTATE_PATH, VALIDATE_PATH
 from kubenpu.webhook.review import (
@@ -44,8 +44,6 @@ log = logging.getLogger(__name__)
 
 #: Largest body accepted; kube-apiserver caps a request at 3 MiB, a review holds it once.
 MAX_BODY = 4 * 1024 * 1024
-#: Seconds a connection may sit idle or take for its TLS handshake.
-CONNECTION_TIMEOUT = 10.0
 
 
 class WebhookMetrics:
@@ -128,28 +126,24 @@ class CertificateReloader:
             return self._context
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    # Several webhooks call at once after a burst of pod creations.
-    request_queue_size = 64
-
-    def __init__(self, address: tuple[str, int], tls: CertificateReloader, app: WebhookApp) -> None:
-        self.tls = tls
+class _Server(HTTPServer):
+    def __init__(
+        self,
+        address: tuple[str, int],
+        tls: CertificateReloader,
+        app: WebhookApp,
+        *,
+        read_timeout: float,
+        idle_timeout: float,
+    ) -> None:
         self.app = app
-        super().__init__(address, _Handler)
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        sock, address = super().get_request()
-        sock.settimeout(CONNECTION_TIMEOUT)
-        # The handshake runs in the connection's own thread (see _Handler.setup), so a slow
-        # or broken client never holds up the accept loop.
-        return self.tls.context().wrap_socket(
-            sock, server_side=True, do_handshake_on_connect=False
-        ), address
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # Scanners and probes that drop the TLS handshake are not worth a traceback.
-        log.debug("connection from %s failed", client_address, exc_info=True)
+        super().__init__(
+            address,
+            _Handler,
+            tls=tls.context,
+            read_timeout=read_timeout,
+            idle_timeout=idle_timeout,
+        )
 
 
 class WebhookApp:
@@ -190,25 +184,13 @@ class WebhookApp:
         return 200, "application/json", json.dumps(answer).encode()
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(Handler):
     server: _Server
-    protocol_version = "HTTP/1.1"  # kube-apiserver keeps connections alive
     server_version = "kubenpu-webhook"
     sys_version = ""
 
-    def setup(self) -> None:
-        self.request.do_handshake()
-        super().setup()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s %s", self.address_string(), format % args)
-
     def _send(self, status: int, content_type: str, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self.respond(status, content_type, body)
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
@@ -229,16 +211,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         content_type = self.headers.get("Content-Type", "")
         try:
-            length = int(self.headers.get("Content-Length", ""))
-        except ValueError:
-            self.close_connection = True
-            self._send(411, "text/plain", b"Content-Length required\n")
+            body = self.read_body(MAX_BODY)
+        except BodyError as exc:
+            # Answered at once: a negative or missing length must not wait for more bytes.
+            self._send(exc.status, "text/plain", f"{exc}\n".encode())
             return
-        if length > MAX_BODY:
-            self.close_connection = True
-            self._send(413, "text/plain", f"body over {MAX_BODY} bytes\n".encode())
-            return
-        body = self.rfile.read(length)
         if content_type.split(";")[0].strip() != "application/json":
             msg = f"malformed AdmissionReview: Content-Type {content_type!r}, want application/json"
             self._send(400, "text/plain", (msg + "\n").encode())
@@ -246,15 +223,16 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(*self.server.app.review(path, body))
 
     def _drain(self) -> None:
-        length = self.headers.get("Content-Length", "0")
-        if length.isdigit() and int(length) <= MAX_BODY:
-            self.rfile.read(int(length))
-        else:
-            self.close_connection = True
+        if not self.headers.get("Content-Length"):
+            return  # no body
+        # On a BodyError read_body closes the connection: what follows cannot be framed.
+        with contextlib.suppress(BodyError):
+            self.read_body(MAX_BODY)
 
 
 class WebhookServer:
-    """The HTTPS server on ``host:port`` (port 0: any free one), serving in a thread."""
+    """The HTTPS server on ``host:port`` (port 0: any free one), serving in a thread;
+    ``read_timeout``, ``idle_timeout``: see :mod:`kubenpu.httpserving`."""
 
     def __init__(
         self,
@@ -265,11 +243,19 @@ class WebhookServer:
         host: str = "0.0.0.0",
         port: int = 8443,
         metrics: WebhookMetrics | None = None,
+        read_timeout: float = READ_TIMEOUT,
+        idle_timeout: float = IDLE_TIMEOUT,
     ) -> None:
         self.metrics = metrics or WebhookMetrics()
         self.tls = CertificateReloader(cert, key, self.metrics)
         self.app = WebhookApp(admission, self.metrics)
-        self._server = _Server((host, port), self.tls, self.app)
+        self._server = _Server(
+            (host, port),
+            self.tls,
+            self.app,
+            read_timeout=read_timeout,
+            idle_timeout=idle_timeout,
+        )
         self._thread: threading.Thread | None = None
 
     @property
