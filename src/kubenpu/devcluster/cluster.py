@@ -728,7 +728,7 @@ def up(
     try:
         plan = None
         if real:
-            plan = network.NetworkPlan(network.free_slot())
+            plan = network.claim_slot()
             cluster.network_slot = plan.slot
             cluster.registry_port = processes.free_port()
             cluster.save()

@@ -131,11 +131,23 @@ def _link_exists(name: str) -> bool:
     return Path("/sys/class/net", name).exists()
 
 
-def free_slot() -> int:
-    """The lowest slot whose bridge does not exist yet."""
+def claim_slot() -> NetworkPlan:
+    """Claim the lowest free slot by creating its bridge (atomic: two clusters starting at
+    once never get the same one) and return its plan."""
     for slot in range(SLOTS):
-        if not _link_exists(NetworkPlan(slot).bridge):
-            return slot
+        plan = NetworkPlan(slot)
+        if _link_exists(plan.bridge):
+            continue
+        result = subprocess.run(
+            ["ip", "link", "add", plan.bridge, "type", "bridge"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode == 0:
+            return plan
+        if not _link_exists(plan.bridge):  # not lost to a race: a real failure
+            raise NetworkError(f"cannot create bridge {plan.bridge}: {result.stderr.strip()}")
     raise NetworkError(
         f"all {SLOTS} dev-cluster network slots are taken (bridges knpu0..knpu{SLOTS - 1}); "
         "stop a dev cluster first"
@@ -143,10 +155,9 @@ def free_slot() -> int:
 
 
 def set_up(plan: NetworkPlan, nodes: Sequence[NodeNetwork]) -> None:
-    """Create the bridge, every node namespace with its veth, addresses and routes.
+    """Set up the claimed bridge, every node namespace with its veth, addresses and routes.
 
     Raises :class:`NetworkError` (and leaves what it made for :func:`tear_down`)."""
-    _ip("link", "add", plan.bridge, "type", "bridge")
     _ip("addr", "add", f"{plan.gateway}/24", "dev", plan.bridge)
     _ip("link", "set", plan.bridge, "up")
     _ip("route", "add", "unreachable", plan.service_cidr)
