@@ -9,14 +9,13 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from openb_trace import OPENB, require_openb
 
 from kubenpu.engine import policies
 from kubenpu.errors import InputError
 from kubenpu.model import Device, Node, Request
 from kubenpu.sim.experiment import inflate, replay
 from kubenpu.traces import openb
-
-OPENB = Path(__file__).resolve().parents[2].parent / "shared" / "traces" / "openb"
 
 requests = st.builds(
     lambda i, kind, n, share, cpu: Request(
@@ -205,8 +204,7 @@ def head(src: Path, dst: Path, lines: int) -> Path:
 
 @pytest.fixture(scope="module")
 def openb_slice(tmp_path_factory):
-    if not OPENB.is_dir():
-        pytest.skip(f"no openb trace at {OPENB}")
+    require_openb()
     tmp = tmp_path_factory.mktemp("openb")
     nodes = openb.read_nodes(head(OPENB / "openb_node_list_gpu_node.csv", tmp / "n.csv", 61))
     pods = openb.read_pods(head(OPENB / "openb_pod_list_default.csv", tmp / "p.csv", 301))
@@ -231,8 +229,7 @@ def test_openb_slice_smoke(openb_slice, spec):
 
 def test_kubenpu_beats_fgd_seed_by_seed_on_a_larger_openb_slice(tmp_path):
     # The claim, on a slice that runs in seconds: 300 nodes, 2000 pods.
-    if not OPENB.is_dir():
-        pytest.skip(f"no openb trace at {OPENB}")
+    require_openb()
     nodes = openb.read_nodes(head(OPENB / "openb_node_list_gpu_node.csv", tmp_path / "n.csv", 301))
     pods = openb.read_pods(head(OPENB / "openb_pod_list_default.csv", tmp_path / "p.csv", 2001))
     for seed in (42, 43, 44):

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from openb_trace import OPENB, require_openb
 
 from kubenpu.errors import InputError
 from kubenpu.names import LABEL_NPU_MODEL
 from kubenpu.traces import openb
 
-OPENB = Path(__file__).resolve().parents[2].parent / "shared" / "traces" / "openb"
 NODE_HEADER = "sn,cpu_milli,memory_mib,gpu,model"
 POD_HEADER = "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec,qos"
 
@@ -284,10 +284,13 @@ def test_numbers_parse_strictly(tmp_path, raw):
 
 # --- the shared trace -------------------------------------------------------------------
 
-needs_openb = pytest.mark.skipif(not OPENB.is_dir(), reason=f"no openb trace at {OPENB}")
+
+@pytest.fixture
+def needs_openb() -> None:
+    require_openb()
 
 
-@needs_openb
+@pytest.mark.usefixtures("needs_openb")
 def test_shared_cluster_matches_its_readme():
     nodes = openb.read_nodes(OPENB / "openb_node_list_gpu_node.csv")
     assert len(nodes) == 1213
@@ -295,7 +298,7 @@ def test_shared_cluster_matches_its_readme():
     assert all(n.devices and n.model for n in nodes)
 
 
-@needs_openb
+@pytest.mark.usefixtures("needs_openb")
 def test_shared_default_workload():
     pods = openb.read_pods(OPENB / "openb_pod_list_default.csv")
     assert len(pods) == 8152
