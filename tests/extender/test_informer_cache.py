@@ -64,6 +64,43 @@ def test_informer_relists_on_gone_and_errors_and_resumes_watches() -> None:
     assert informer.synced.is_set()
 
 
+def test_a_watch_that_ends_at_once_is_resumed_after_a_growing_pause() -> None:
+    class Recording(threading.Event):
+        """A stop event that records the pauses asked of it instead of sleeping."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.waits: list[float] = []
+
+        def wait(self, timeout: float | None = None) -> bool:
+            self.waits.append(timeout or 0.0)
+            return self.is_set()
+
+    stop = Recording()
+    watches = 0
+
+    def watch_fn(version: str) -> Iterator[dict]:
+        nonlocal watches
+        watches += 1
+        if watches == 6:  # one event: the pause starts over
+            return iter([{"type": "ADDED", "object": {"metadata": {"name": "x"}}}])
+        if watches == 9:
+            stop.set()
+        return iter([])
+
+    informer = Informer(
+        "nodes",
+        lambda: ([], "1"),
+        watch_fn,
+        on_replace=lambda items: None,
+        on_event=lambda kind, obj: None,
+        stop=stop,
+        max_backoff_s=1.0,
+    )
+    informer.run()
+    assert stop.waits == [0.2, 0.4, 0.8, 1.0, 1.0, 0.2, 0.4]
+
+
 def recorded(name: str, target: str, devices: str, shares: str, **kw) -> dict:
     ann = {ANNOTATION_NODE: target, ANNOTATION_DEVICES: devices, ANNOTATION_SHARES: shares}
     return pod(name, annotations=ann, **kw)

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 log = logging.getLogger(__name__)
 
+#: A watch that ends sooner than this with no event counts as ending "at once".
+_QUICK_WATCH_S = 1.0
 #: Returns (items, resourceVersion) of a full list.
 ListFn = Callable[[], tuple[list[dict[str, Any]], str]]
 #: Yields watch events ({"type", "object"}) from a resourceVersion until the server ends.
@@ -79,9 +82,15 @@ class Informer:
                 self.stop.wait(backoff)
 
     def _follow(self, version: str) -> None:
-        """Watch from ``version``; resume after normal ends; raise on 410 or errors."""
+        """Watch from ``version``; resume after normal ends; raise on 410 or errors.
+
+        A watch that ends at once with nothing in it (a proxy or server closing every watch
+        straight away) is resumed after a growing pause, not in a busy loop."""
+        idle_backoff = 0.0
         while not self.stop.is_set():
+            started, events = time.monotonic(), 0
             for event in self._watch(version):
+                events += 1
                 kind, obj = event.get("type"), event.get("object") or {}
                 if kind == "ERROR":
                     if obj.get("code") == 410:
@@ -92,3 +101,11 @@ class Informer:
                     self._on_event(kind, obj)
                 if self.stop.is_set():
                     return
+            if self.stop.is_set():
+                return
+            if events or time.monotonic() - started >= _QUICK_WATCH_S:
+                idle_backoff = 0.0
+                continue
+            idle_backoff = min(max(idle_backoff * 2, 0.2), self._max_backoff)
+            log.debug("%s: watch ended at once; resuming in %.1f s", self.kind, idle_backoff)
+            self.stop.wait(idle_backoff)
