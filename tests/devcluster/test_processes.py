@@ -58,6 +58,10 @@ def test_record_round_trips_through_json(tmp_path) -> None:
 
 def test_free_port_and_port_in_use() -> None:
     port = processes.free_port()
+    # Outside the ephemeral range: no client's source port can take it while a server
+    # that had it restarts.
+    low, high = processes._ephemeral_range()
+    assert not low <= port <= high
     assert not processes.port_in_use(port)
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -132,11 +133,35 @@ def stop(records: Iterable[ProcessRecord], *, timeout: float = 10.0) -> list[str
     return [r.name for r in live]
 
 
+#: Where servers' ports are picked: below the kernel's ephemeral range (32768-60999 by
+#: default), so that when a server is restarted no outgoing connection of another process
+#: can have taken its port as a source port meanwhile ("address already in use").
+_SERVER_PORTS = range(20000, 32000)
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    """A TCP port on 127.0.0.1 that nothing uses right now, outside the ephemeral range."""
+    low, high = _ephemeral_range()
+    candidates = [p for p in _SERVER_PORTS if not low <= p <= high]
+    for port in random.sample(candidates, min(200, len(candidates))):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    # Every candidate taken, or the ephemeral range covers them all: any free port.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
 
 
 def port_in_use(port: int) -> bool:
