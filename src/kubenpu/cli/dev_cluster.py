@@ -210,6 +210,32 @@ def _node_report(cluster: DevCluster) -> list[dict[str, object]]:
     return report
 
 
+@app.command("restart")
+def restart(
+    name: str = typer.Argument(
+        ..., help="A process as `status` names it: kube-apiserver, kubelet/npu-node-1, ..."
+    ),
+    kill: bool = typer.Option(False, "--kill", help="SIGKILL at once (a crash), not SIGTERM."),
+    state_dir: Annotated[Path | None, typer.Option("--state-dir", help=_STATE_DIR_HELP)] = None,
+) -> None:
+    """Stop one component of the cluster and start it again with the same command line."""
+    from kubenpu.devcluster.cluster import DevCluster
+
+    root = _state_dir(state_dir)
+    try:
+        cluster = DevCluster.load(root)
+        if cluster is None:
+            typer.echo(f"no dev cluster in {root}")
+            raise typer.Exit(code=1)
+        if name not in cluster.processes:
+            raise ConfigError(f"no process {name!r}; processes: {', '.join(cluster.processes)}")
+        cluster.stop_process(name, kill=kill)
+        cluster.start_process(name)
+    except KubeNpuError as err:
+        raise _fail(err) from None
+    typer.echo(f"{name} restarted (pid {cluster.processes[name].pid})")
+
+
 @app.command("down")
 def down(
     state_dir: Annotated[Path | None, typer.Option("--state-dir", help=_STATE_DIR_HELP)] = None,
