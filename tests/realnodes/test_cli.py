@@ -60,15 +60,23 @@ def kubenpu(cache: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _leftovers(state_dir: Path) -> list[str]:
-    """Mounts, network namespaces and links of the dev cluster still on the machine."""
+def _leftovers(state_dir: Path, slot: int) -> list[str]:
+    """Mounts, namespaces, links and processes of the dev cluster still on the machine.
+
+    Only this cluster's: other clusters (a developer's, another test's) may be running."""
+    ours = f"knpu{slot}"
     found = [
         line
         for line in Path("/proc/self/mountinfo").read_text().splitlines()
-        if str(state_dir) in line or "/run/kubenpu/ns" in line
+        if str(state_dir) in line or f"/{ours}-" in line
     ]
     netns = Path("/run/netns")
-    found += [f"netns {n.name}" for n in netns.glob("knpu*")] if netns.is_dir() else []
+    found += [f"netns {n.name}" for n in netns.glob(f"{ours}-*")] if netns.is_dir() else []
+    found += [
+        f"link {n.name}"
+        for n in Path("/sys/class/net").iterdir()
+        if n.name == ours or n.name.startswith(f"{ours}n")
+    ]
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
@@ -77,9 +85,6 @@ def _leftovers(state_dir: Path) -> list[str]:
                 continue
             if str(state_dir).encode() in cmdline:
                 found.append(f"process {proc.name}: {cmdline[:120]!r}")
-    found += [
-        f"link {n.name}" for n in Path("/sys/class/net").iterdir() if n.name.startswith("knpu")
-    ]
     return found
 
 
@@ -181,7 +186,8 @@ def test_up_seed_walkthrough_status_down(cache: Path, tmp_path: Path) -> None:
     assert not [p for p in ports if processes.port_in_use(p)]
     assert not (cache / "dev-cluster").exists()
     assert not kubeconfig.exists()
-    assert not _leftovers(cache / "dev-cluster")
+    assert state.network_slot is not None
+    assert not _leftovers(cache / "dev-cluster", state.network_slot)
 
     after = kubenpu(cache, "dev-cluster", "status")
     assert after.returncode == 1
