@@ -28,6 +28,8 @@ MAX_DEVICES_PER_NODE: Final = 64
 CORE_UNITS_PER_DEVICE: Final = 100
 #: Internal compute unit: one device holds 1000 milli (the openb trace's unit).
 MILLI_PER_DEVICE: Final = 1000
+#: Milli-devices per unit of aliyun.com/npu-core (one percent of one NPU).
+MILLI_PER_CORE_UNIT: Final = MILLI_PER_DEVICE // CORE_UNITS_PER_DEVICE
 
 _ANNOTATION_PREFIX: Final = "kubenpu.io/"
 #: Pod annotation: the node the placement was made for.

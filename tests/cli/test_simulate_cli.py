@@ -215,14 +215,14 @@ BAD_YAML = [
         "kind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n"
         "  - resources: {requests: {aliyun.com/npu: 1, aliyun.com/npu-core: 20}}\n",
         ":1:",
-        "asks for both aliyun.com/npu and aliyun.com/npu-core",
+        "the pod asks for both aliyun.com/npu",
     ),
     (
         "core-over-100",
         "---\n# a comment\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n"
         "  - resources: {limits: {aliyun.com/npu-core: 101}}\n",
         ":3:",
-        "aliyun.com/npu-core is 101, at most 100",
+        "aliyun.com/npu-core is 101, but must be 1 to 100",
     ),
     ("not-an-object", "- a\n- b\n", ":1:", "not a Kubernetes object"),
     (

@@ -88,7 +88,7 @@ def test_filter_unknown_nodes_and_invalid_pods() -> None:
     bad = pod("bad", npus=1, core=10)
     result = ext.filter(args(bad, ["n1"]), ["n1"])
     assert (
-        "both aliyun.com/npu and aliyun.com/npu-core" in result["FailedAndUnresolvableNodes"]["n1"]
+        "the pod asks for both aliyun.com/npu" in result["FailedAndUnresolvableNodes"]["n1"]
     )
 
 

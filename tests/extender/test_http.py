@@ -231,7 +231,7 @@ def test_fragmented_share_reason_reads_right_after_kube_scheduler_formats_it() -
     assert sprintf_no_operands(message) == message == want
     message = fit_error(1, never)
     assert sprintf_no_operands(message) == message
-    assert "'30\uff05' is not a quantity" in message
+    assert "'30\uff05' is not a valid quantity" in message
 
 
 # --- connections: read timeout, bad bodies, clients that go away ------------------------

@@ -114,7 +114,7 @@ def test_pod_rows_one_namespace_and_a_malformed_pod() -> None:
     table = views.pod_table(rows, all_namespaces=False)
     assert table[0] == ["NAME", "NODE", "PHASE", "NPUS", "DEVICES", "SHARES"]
     assert table[1][:5] == ["bad", "npu-node-1", "Running", "0", "?"]
-    assert "asks for both aliyun.com/npu and aliyun.com/npu-core" in table[1][5]
+    assert "the pod asks for both aliyun.com/npu" in table[1][5]
     assert rows[0].as_dict()["problem"]
 
 

@@ -193,13 +193,13 @@ def test_typed_lists_and_mixed_files(tmp_path):
             "  containers:\n"
             "  - {resources: {limits: {aliyun.com/npu: 1, aliyun.com/npu-core: 5}}}\n",
             4,
-            "pod both: asks for both aliyun.com/npu and aliyun.com/npu-core",
+            "pod both: the pod asks for both aliyun.com/npu",
         ),
         (
             "kind: List\nitems:\n- kind: Pod\n  metadata: {name: big}\n  spec:\n    containers:\n"
             "    - {resources: {requests: {aliyun.com/npu-core: 120}}}\n",
             3,
-            "aliyun.com/npu-core is 120, at most 100",
+            "aliyun.com/npu-core is 120, but must be 1 to 100",
         ),
         (
             "kind: Node\nmetadata: {name: a}\n---\nkind: Node\nmetadata: {name: a}\n",

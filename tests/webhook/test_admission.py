@@ -69,9 +69,10 @@ VALID = [
     ("share with memory", pod(container(limits={RESOURCE_NPU_CORE: "50", RESOURCE_NPU_MEM: "8"}))),
     ("1e0 is a whole number", pod(container(limits={RESOURCE_NPU: "1e0"}))),
     (
-        "two containers, one whole, one shared",
+        "two containers sharing one NPU, 40 + 60",
         pod(
-            container("a", limits={RESOURCE_NPU: 1}), container("b", limits={RESOURCE_NPU_CORE: 20})
+            container("a", limits={RESOURCE_NPU_CORE: 40}),
+            container("b", limits={RESOURCE_NPU_CORE: 60}),
         ),
     ),
 ]
@@ -153,24 +154,47 @@ INVALID = [
         "mixing whole and shared in one container",
         pod(container(limits={RESOURCE_NPU: "1", RESOURCE_NPU_CORE: "50"})),
         [
-            'container "main": asks for both aliyun.com/npu (whole NPUs) and aliyun.com/npu-core '
-            "(a share of one NPU); use one of them"
+            'the pod asks for both aliyun.com/npu (whole NPUs: container "main": 1) and '
+            'aliyun.com/npu-core (a share of one NPU: container "main": 50); use one of them'
+        ],
+    ),
+    (
+        # The extender places a pod, not a container: this one could never be placed.
+        "two containers, one whole, one shared",
+        pod(
+            container("a", limits={RESOURCE_NPU: 1}), container("b", limits={RESOURCE_NPU_CORE: 20})
+        ),
+        [
+            'the pod asks for both aliyun.com/npu (whole NPUs: container "a": 1) and '
+            'aliyun.com/npu-core (a share of one NPU: container "b": 20); use one of them'
+        ],
+    ),
+    (
+        "two containers whose shares add up to more than one NPU",
+        pod(
+            container("a", limits={RESOURCE_NPU_CORE: 60}),
+            container("b", limits={RESOURCE_NPU_CORE: 60}),
+        ),
+        [
+            'the pod asks for 120 aliyun.com/npu-core in all (container "a": 60, '
+            'container "b": 60), but a share lives on one NPU: at most 100; ask for whole '
+            "NPUs with aliyun.com/npu"
         ],
     ),
     (
         "memory without a share",
         pod(container(limits={RESOURCE_NPU_MEM: "8"})),
         [
-            'container "main": aliyun.com/npu-mem needs aliyun.com/npu-core in the same '
-            "container; NPU memory is only given with a share of one NPU"
+            'the pod asks for aliyun.com/npu-mem (container "main": 8) without '
+            "aliyun.com/npu-core; NPU memory is only given with a share of one NPU"
         ],
     ),
     (
         "memory beside whole NPUs",
         pod(container(limits={RESOURCE_NPU: "1", RESOURCE_NPU_MEM: "8"})),
         [
-            'container "main": aliyun.com/npu-mem needs aliyun.com/npu-core in the same '
-            "container; NPU memory is only given with a share of one NPU"
+            'the pod asks for aliyun.com/npu-mem (container "main": 8) without '
+            "aliyun.com/npu-core; NPU memory is only given with a share of one NPU"
         ],
     ),
     (

@@ -10,6 +10,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from kubenpu.adapters.npurequest import read_pod_npu
 from kubenpu.adapters.quantity import cpu_milli, mebibytes, parse_quantity
 from kubenpu.errors import InputError
 from kubenpu.model import Device, Node, Placement, Request
@@ -20,17 +21,15 @@ from kubenpu.names import (
     ANNOTATION_NODE,
     ANNOTATION_POLICY,
     ANNOTATION_SHARES,
-    CORE_UNITS_PER_DEVICE,
     LABEL_NPU_MODEL,
     LABEL_PLACED_NODE,
     MAX_DEVICES_PER_NODE,
+    MILLI_PER_CORE_UNIT,
     MILLI_PER_DEVICE,
     RESOURCE_NPU,
-    RESOURCE_NPU_CORE,
     RESOURCE_NPU_MEM,
 )
 
-_MILLI_PER_CORE_UNIT = MILLI_PER_DEVICE // CORE_UNITS_PER_DEVICE
 #: Largest CPU (milli) or memory (MiB) amount taken: the engine keeps them in int64 arrays.
 _MAX_AMOUNT = 2**53
 
@@ -214,8 +213,9 @@ def _container_amounts(container: Mapping[str, Any], pod: str) -> dict[str, obje
 def _effective(
     pod: str, containers: Iterable[Mapping[str, Any]], init: Iterable[Mapping[str, Any]]
 ):
-    """Per resource: max(sum over containers, max over init containers), as the scheduler does."""
-    keys = ("cpu", "memory", RESOURCE_NPU, RESOURCE_NPU_CORE, RESOURCE_NPU_MEM)
+    """CPU and memory: max(sum over containers, max over init containers), as the scheduler
+    does (the NPU resources are read by :func:`kubenpu.adapters.npurequest.read_pod_npu`)."""
+    keys = ("cpu", "memory")
     conv = {
         "cpu": cpu_milli,
         "memory": mebibytes,
@@ -286,26 +286,17 @@ def request_from_pod(obj: Mapping[str, Any]) -> Request:
     ]
     n_main = len(_sequence(spec.get("containers"), "containers"))
     t = _effective(key, containers[:n_main], containers[n_main:])
-    core = t[RESOURCE_NPU_CORE]
-    if t[RESOURCE_NPU] and core:
-        raise ObjectError(
-            f"pod {key}: asks for both {RESOURCE_NPU} and {RESOURCE_NPU_CORE}; use one of them"
-        )
-    if core > CORE_UNITS_PER_DEVICE:
-        raise ObjectError(
-            f"pod {key}: {RESOURCE_NPU_CORE} is {core}, at most {CORE_UNITS_PER_DEVICE} "
-            f"(one NPU); ask for whole NPUs with {RESOURCE_NPU}"
-        )
-    if t[RESOURCE_NPU_MEM] and not core:
-        raise ObjectError(f"pod {key}: {RESOURCE_NPU_MEM} needs {RESOURCE_NPU_CORE}")
+    npu = read_pod_npu(obj)
+    if npu.problems:
+        raise ObjectError(f"pod {key}: {'; '.join(npu.problems)}")
     try:
         return Request(
             name=key,
             cpu_milli=t["cpu"],
             memory_mib=t["memory"],
-            npus=t[RESOURCE_NPU],
-            share_milli=core * _MILLI_PER_CORE_UNIT,
-            share_memory_mib=t[RESOURCE_NPU_MEM] * 1024,
+            npus=npu.npus,
+            share_milli=npu.core * MILLI_PER_CORE_UNIT,
+            share_memory_mib=npu.mem_gib * 1024,
             models=allowed_models(spec),
         )
     except ObjectError as exc:

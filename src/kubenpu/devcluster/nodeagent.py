@@ -54,8 +54,9 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
+from kubenpu.adapters.npurequest import read_pod_npu
 from kubenpu.deviceplugin.api import KUBELET_CHECKPOINT, pb
-from kubenpu.deviceplugin.kubelet import KubeletPeer, PeerDevice, is_extended_resource_name
+from kubenpu.deviceplugin.kubelet import KubeletPeer, PeerDevice
 from kubenpu.kubeclient import watch_chunks
 
 log = logging.getLogger("kubenpu.devcluster.nodeagent")
@@ -150,23 +151,10 @@ def _response_json(response: pb.ContainerAllocateResponse) -> dict[str, Any]:
 
 
 def container_requests(pod: Mapping[str, Any]) -> dict[str, dict[str, int]]:
-    """container name -> extended (device-plugin) resource -> count, for the app containers.
-
-    Extended resources must have request equal to limit, so either one gives the count.
-    Init containers are not given devices by this agent.
+    """container name -> NPU resource -> count, for the app containers, as the one reader
+    of a pod's NPU request reads them. Init containers are not given devices by this agent.
     """
-    wanted: dict[str, dict[str, int]] = {}
-    for container in pod.get("spec", {}).get("containers", []):
-        resources = container.get("resources") or {}
-        amounts = {**(resources.get("requests") or {}), **(resources.get("limits") or {})}
-        per = {
-            name: int(value)
-            for name, value in amounts.items()
-            if is_extended_resource_name(name) and int(value) > 0
-        }
-        if per:
-            wanted[container["name"]] = per
-    return wanted
+    return {c.name: c.amounts for c in read_pod_npu(pod).containers if not c.init and c.amounts}
 
 
 class AdmissionError(Exception):

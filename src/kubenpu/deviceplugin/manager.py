@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from kubenpu.deviceplugin.backends.base import Backend
 from kubenpu.deviceplugin.devices import ContainerAllocation, NpuDevice
-from kubenpu.deviceplugin.sharing import MILLI_PER_CORE_UNIT, PlacementResolver
+from kubenpu.deviceplugin.sharing import PlacementResolver
 from kubenpu.errors import DeviceError
 from kubenpu.names import (
     ANNOTATION_DEVICES,
@@ -31,6 +31,7 @@ from kubenpu.names import (
     ENV_CORE_LIMIT,
     ENV_MEM_LIMIT_GIB,
     ENV_VISIBLE_DEVICES,
+    MILLI_PER_CORE_UNIT,
 )
 
 log = logging.getLogger(__name__)

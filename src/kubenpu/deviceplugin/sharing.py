@@ -37,14 +37,11 @@ from kubenpu.names import (
     ANNOTATION_DEVICES,
     ANNOTATION_NODE,
     ANNOTATION_SHARES,
-    CORE_UNITS_PER_DEVICE,
+    MILLI_PER_CORE_UNIT,
     MILLI_PER_DEVICE,
 )
 
 log = logging.getLogger(__name__)
-
-#: Milli of one device per ``aliyun.com/npu-core`` unit.
-MILLI_PER_CORE_UNIT = MILLI_PER_DEVICE // CORE_UNITS_PER_DEVICE
 
 
 @dataclass(frozen=True, slots=True)

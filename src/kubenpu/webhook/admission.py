@@ -10,17 +10,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
-from kubenpu.adapters.quantity import parse_quantity
+from kubenpu.adapters.npurequest import read_pod_npu
 from kubenpu.names import (
     ANNOTATION_NPU_REGISTRY,
     ANNOTATION_NPU_REGISTRY_SECRET,
-    CORE_UNITS_PER_DEVICE,
     RESOURCE_NPU,
-    RESOURCE_NPU_CORE,
-    RESOURCE_NPU_MEM,
     TAINT_NPU,
     TAINT_NPU_EFFECT,
 )
@@ -35,7 +31,6 @@ from kubenpu.webhook.review import (
 
 log = logging.getLogger(__name__)
 
-NPU_RESOURCES = (RESOURCE_NPU, RESOURCE_NPU_CORE, RESOURCE_NPU_MEM)
 #: The toleration added to NPU pods: it matches the NPU taint whatever its value.
 NPU_TOLERATION: Mapping[str, str] = {
     "key": TAINT_NPU,
@@ -58,139 +53,31 @@ NodeLookup = Callable[[], Sequence[NpuNode]]
 NamespaceLookup = Callable[[str], Mapping[str, str]]
 
 
-@dataclass(frozen=True, slots=True)
-class _Container:
-    """One container's NPU amounts, as the rules see them."""
-
-    label: str  # 'container "main"' or 'init container "setup"'
-    init: bool
-    requests: Mapping[str, Any]
-    limits: Mapping[str, Any]
-
-
 def _mapping(value: object) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
-def _containers(pod: Mapping[str, Any]) -> list[_Container]:
-    spec = _mapping(pod.get("spec"))
-    found = []
-    for field, init in (("initContainers", True), ("containers", False)):
-        items = spec.get(field)
-        for c in items if isinstance(items, list) else []:
-            c = _mapping(c)
-            resources = _mapping(c.get("resources"))
-            kind = "init container" if init else "container"
-            found.append(
-                _Container(
-                    label=f'{kind} "{c.get("name", "?")}"',
-                    init=init,
-                    requests=_mapping(resources.get("requests")),
-                    limits=_mapping(resources.get("limits")),
-                )
-            )
-    return found
-
-
 def asks_for_npu(pod: Mapping[str, Any]) -> bool:
     """Whether any container of the pod names an NPU resource in its requests or limits."""
-    return any(
-        key in c.requests or key in c.limits for c in _containers(pod) for key in NPU_RESOURCES
-    )
-
-
-def _amount(c: _Container, key: str, problems: list[str]) -> int | None:
-    """The container's amount of ``key`` (limit, else request); None when not asked for.
-
-    Appends to ``problems`` what is wrong with the numbers themselves.
-    """
-    parsed: dict[str, Decimal] = {}
-    for field, values in (("request", c.requests), ("limit", c.limits)):
-        if key not in values:
-            continue
-        raw = values[key]
-        try:
-            q = parse_quantity(raw)
-        except ValueError:
-            problems.append(f"{c.label}: {key} {field} {str(raw)!r} is not a valid quantity")
-            return None
-        if q < 0:
-            problems.append(f"{c.label}: {key} {field} {str(raw)!r} is negative")
-            return None
-        if q != q.to_integral_value():
-            problems.append(
-                f"{c.label}: {key} {field} {str(raw)!r} is not a whole number; "
-                f"{key} is counted in whole units"
-            )
-            return None
-        if key == RESOURCE_NPU_MEM and str(raw).strip()[-1:].isalpha():
-            # One unit is one GiB: "8Gi" would be 8 Gi units, i.e. eight billion GiB.
-            problems.append(
-                f"{c.label}: {key} {field} {str(raw)!r} has a unit suffix, but {key} counts "
-                f"GiB; write the plain number of GiB, e.g. {key}: 8"
-            )
-            return None
-        parsed[field] = q
-    if not parsed:
-        return None
-    if "request" in parsed and "limit" in parsed and parsed["request"] != parsed["limit"]:
-        problems.append(
-            f"{c.label}: {key} request {parsed['request']} differs from its limit "
-            f"{parsed['limit']}; NPU requests must equal limits (or give only the limit)"
-        )
-    return int(parsed.get("limit", parsed.get("request", 0)))
+    return read_pod_npu(pod).asks
 
 
 def validate_pod(pod: Mapping[str, Any], nodes: Sequence[NpuNode] | None) -> list[str]:
     """Every rule the pod breaks, one plain sentence each naming the container (empty: valid).
 
-    ``nodes`` are the cluster's NPU nodes; None when unknown, which skips the size rule.
+    The rules are the pod NPU request's own (:mod:`kubenpu.adapters.npurequest`, which the
+    extender applies too), plus one only the webhook can check: no larger than the largest
+    NPU node. ``nodes`` are the cluster's NPU nodes; None when unknown, which skips it.
     """
-    problems: list[str] = []
-    npus_main = 0
-    npus_init = 0
-    holders: list[str] = []
-    for c in _containers(pod):
-        npu = _amount(c, RESOURCE_NPU, problems)
-        core = _amount(c, RESOURCE_NPU_CORE, problems)
-        mem = _amount(c, RESOURCE_NPU_MEM, problems)
-        if npu is not None and npu < 1:
-            problems.append(
-                f"{c.label}: {RESOURCE_NPU} is {npu}; ask for at least 1 whole NPU, "
-                f"or leave {RESOURCE_NPU} out"
-            )
-        if core is not None and not 1 <= core <= CORE_UNITS_PER_DEVICE:
-            problems.append(
-                f"{c.label}: {RESOURCE_NPU_CORE} is {core}, but must be 1 to "
-                f"{CORE_UNITS_PER_DEVICE} (percent of one NPU); ask for whole NPUs "
-                f"with {RESOURCE_NPU}"
-            )
-        if npu is not None and core is not None:
-            problems.append(
-                f"{c.label}: asks for both {RESOURCE_NPU} (whole NPUs) and "
-                f"{RESOURCE_NPU_CORE} (a share of one NPU); use one of them"
-            )
-        if mem is not None and core is None:
-            problems.append(
-                f"{c.label}: {RESOURCE_NPU_MEM} needs {RESOURCE_NPU_CORE} in the same "
-                "container; NPU memory is only given with a share of one NPU"
-            )
-        if npu:
-            holders.append(f"{c.label}: {npu}")
-            # The scheduler's arithmetic: init containers run one at a time, before the
-            # others, so a pod needs the sum of its containers or its largest init container.
-            if c.init:
-                npus_init = max(npus_init, npu)
-            else:
-                npus_main += npu
-    total = max(npus_main, npus_init)
-    if nodes and total:
+    request = read_pod_npu(pod)
+    problems = list(request.problems)
+    if nodes and request.npus:
         largest = max(nodes, key=lambda n: (n.npus, n.name))
-        if total > largest.npus:
+        if request.npus > largest.npus:
             problems.append(
-                f"the pod asks for {total} {RESOURCE_NPU} ({', '.join(holders)}), but the "
-                f"largest NPU node, {largest.name}, has {largest.npus}; it could never be "
-                "scheduled"
+                f"the pod asks for {request.npus} {RESOURCE_NPU} "
+                f"({request.holders(RESOURCE_NPU)}), but the largest NPU node, "
+                f"{largest.name}, has {largest.npus}; it could never be scheduled"
             )
     return problems
 
