@@ -53,10 +53,24 @@ def pod_from(workload: dict[str, Any], namespace: str) -> dict[str, Any]:
     }
 
 
+def ensure_service_accounts(apiserver: ApiServer, objects: list[dict[str, Any]], ns: str) -> None:
+    """The chart's ServiceAccounts in ``ns``: the ServiceAccount admission plugin (on since
+    the dev cluster runs kube-controller-manager) refuses a pod whose account is missing."""
+    accounts = []
+    for sa in find(objects, "ServiceAccount"):
+        sa = copy.deepcopy(sa)
+        sa["metadata"]["namespace"] = ns
+        accounts.append(sa)
+    apiserver.kubectl(
+        "apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(accounts, sort_keys=False)
+    )
+
+
 def test_control_plane_pods_pass_pod_security_restricted(apiserver: ApiServer) -> None:
     """Extender, webhook and secondary scheduler run in a `restricted` namespace."""
     ns = "kubenpu-restricted"
     apiserver.ensure_namespace(ns, {"pod-security.kubernetes.io/enforce": "restricted"})
+    ensure_service_accounts(apiserver, render(), ns)
     deployments = find(render(), "Deployment")
     assert len(deployments) == 3
     for deployment in deployments:
@@ -70,6 +84,7 @@ def test_mock_device_plugin_needs_only_the_host_path(apiserver: ApiServer) -> No
     """Under `baseline`, the plugin's only violation is the kubelet dir it must mount."""
     ns = "kubenpu-baseline"
     apiserver.ensure_namespace(ns, {"pod-security.kubernetes.io/enforce": "baseline"})
+    ensure_service_accounts(apiserver, render(), ns)
     ds = one(render({"devicePlugin": {"backend": "mock"}}), "DaemonSet")
     with pytest.raises(KubectlError) as denied:
         apiserver.kubectl(
@@ -78,6 +93,17 @@ def test_mock_device_plugin_needs_only_the_host_path(apiserver: ApiServer) -> No
     message = str(denied.value)
     assert 'violates PodSecurity "baseline:latest": hostPath volumes' in message
     assert '"device-plugins"' in message and "privileged" not in message
+    # With real device nodes (mock.devDir): MKNOD is a baseline capability, so again only
+    # the host paths.
+    mock = {"backend": "mock", "mock": {"devDir": "/var/lib/kubelet/kubenpu-mock/dev"}}
+    ds = one(render({"devicePlugin": mock}), "DaemonSet")
+    with pytest.raises(KubectlError) as denied:
+        apiserver.kubectl(
+            "create", "--dry-run=server", "-f", "-", stdin=json.dumps(pod_from(ds, ns))
+        )
+    message = str(denied.value)
+    assert '"device-plugins", "mock-dev"' in message, message
+    assert "capabilities" not in message and "privileged" not in message, message
     # A real backend is privileged: the namespace must allow it.
     ds = one(render(), "DaemonSet")
     with pytest.raises(KubectlError, match="privileged"):
@@ -209,7 +235,8 @@ def test_install_upgrade_uninstall(apiserver: ApiServer) -> None:
     left = apiserver.kubectl(
         "get",
         "clusterroles,clusterrolebindings,validatingwebhookconfigurations,"
-        "mutatingwebhookconfigurations,all,secrets,configmaps,roles,rolebindings",
+        "mutatingwebhookconfigurations,validatingadmissionpolicies,"
+        "validatingadmissionpolicybindings,all,secrets,configmaps,roles,rolebindings,leases",
         "-A",
         "-l",
         f"app.kubernetes.io/instance={LIVE_RELEASE}",
@@ -227,6 +254,7 @@ def check_rbac(apiserver: ApiServer) -> None:
 
     yes = [
         ("device-plugin", "list", "pods", None),
+        ("device-plugin", "patch", "nodes", None),
         ("extender", "watch", "nodes", None),
         ("extender", "patch", "pods", "default"),
         ("extender", "create", "pods:binding", "default"),

@@ -25,6 +25,7 @@ from deploy.chart import (
     workloads,
 )
 from kubenpu import names
+from kubenpu.devcluster import binaries
 from kubenpu.deviceplugin.config import parse_config_text, resolve_config
 from kubenpu.extender.config import extender_entry
 
@@ -60,6 +61,9 @@ def test_default_render_has_every_component() -> None:
         "Secret",
         "ValidatingWebhookConfiguration",
         "MutatingWebhookConfiguration",
+        "Lease",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
     }
     deployments = {
         d["metadata"]["labels"]["app.kubernetes.io/component"] for d in find(objects, "Deployment")
@@ -69,10 +73,15 @@ def test_default_render_has_every_component() -> None:
         labels = obj["metadata"]["labels"]
         assert labels["app.kubernetes.io/instance"] == RELEASE
         assert labels["app.kubernetes.io/managed-by"] == "Helm"
-        if (
-            obj["kind"] not in ("ClusterRole", "ClusterRoleBinding")
-            and "Webhook" not in obj["kind"]
-        ):
+        cluster_scoped = obj["kind"] in ("ClusterRole", "ClusterRoleBinding") or any(
+            word in obj["kind"] for word in ("Webhook", "AdmissionPolicy")
+        )
+        if cluster_scoped:
+            assert "namespace" not in obj["metadata"], obj["metadata"]["name"]
+        elif obj["metadata"]["name"].endswith("-scheduler-authentication-reader"):
+            # Where the built-in Role of every kube-scheduler lives (test_rbac.py).
+            assert obj["metadata"]["namespace"] == "kube-system"
+        else:
             assert obj["metadata"]["namespace"] == NAMESPACE, obj["metadata"]["name"]
 
 
@@ -99,7 +108,8 @@ def test_device_plugin_runs_only_on_npu_nodes_with_the_kubelet_dir() -> None:
         "tolerations"
     ]
     c = container(ds)
-    assert c["command"] == ["python", "-m", "kubenpu.cli.device_plugin"]
+    # python3: the dev cluster's Debian-based image has no `python` (test_image.py).
+    assert c["command"] == ["python3", "-m", "kubenpu.cli.device_plugin"]
     assert {
         "name": names.ENV_NODE_NAME,
         "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}},
@@ -172,22 +182,55 @@ def test_device_plugin_privileged_only_where_the_backend_opens_devices(
     )
 
 
-def test_device_plugin_without_sharing_has_no_api_access() -> None:
-    objects = render()
-    pod = one(objects, "DaemonSet")["spec"]["template"]["spec"]
-    assert pod["automountServiceAccountToken"] is False
-    assert "serviceAccountName" not in pod
-    assert find(objects, "ServiceAccount", "device-plugin") == []
-    assert find(objects, "ClusterRole", "device-plugin") == []
-
-    objects = render(VARIANTS["sharing-mock"])
+@pytest.mark.parametrize("variant", ["default", "sharing-mock"])
+def test_device_plugin_has_its_api_access_with_or_without_sharing(variant: str) -> None:
+    """The plugin always runs with its node's name: it reads placement records and
+    publishes the Node's device inventory, so its pod mounts a token either way (without
+    one the inventory was never published: test_rbac.py, tests/realnodes/test_chart.py)."""
+    objects = render(VARIANTS[variant])
     pod = one(objects, "DaemonSet")["spec"]["template"]["spec"]
     sa = one(objects, "ServiceAccount", "device-plugin")
     assert pod["serviceAccountName"] == sa["metadata"]["name"]
     assert pod["automountServiceAccountToken"] is True
+    assert sa["automountServiceAccountToken"] is False
     assert one(objects, "ClusterRole", "device-plugin")["rules"] == [
-        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["patch"]},
     ]
+    assert find(objects, "ValidatingAdmissionPolicy", "device-plugin")
+
+
+def test_mock_backend_dirs_are_node_paths_at_the_same_path(tmp_path) -> None:
+    """Real device nodes for the mock backend (test clusters): the node paths are mounted
+    where the plugin's DeviceSpecs name them, and creating them needs MKNOD, nothing more."""
+    dev, health = "/var/lib/kubelet/kubenpu-mock/dev", "/var/lib/kubelet/kubenpu-mock/health"
+    values = {
+        "devicePlugin": {
+            "backend": "mock",
+            "mock": {"devices": 8, "devDir": dev, "healthDir": health},
+        }
+    }
+    objects = render(values)
+    ds = one(objects, "DaemonSet")
+    c = container(ds)
+    volumes = {v["name"]: v for v in ds["spec"]["template"]["spec"]["volumes"]}
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    for name, path in (("mock-dev", dev), ("mock-health", health)):
+        assert volumes[name]["hostPath"] == {"path": path, "type": "DirectoryOrCreate"}
+        assert mounts[name] == path
+    assert c["securityContext"]["privileged"] is False
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["MKNOD"]}
+    text = one(objects, "ConfigMap", "device-plugin")["data"]["config.yaml"]
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    config = resolve_config({}, {names.ENV_NODE_NAME: "n"}, str(path))
+    assert (config.mock_devices, config.mock_dev_dir, config.mock_health_dir) == (8, dev, health)
+    # Without a devDir: no device nodes, no capability; other backends: no mock keys.
+    c = container(one(render({"devicePlugin": {"backend": "mock"}}), "DaemonSet"))
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert not [m for m in c["volumeMounts"] if m["name"].startswith("mock-")]
+    text = one(render({"devicePlugin": {"mock": {"devDir": dev}}}), "ConfigMap", "device-plugin")
+    assert "mock-" not in text["data"]["config.yaml"]
 
 
 @pytest.mark.parametrize(
@@ -267,7 +310,18 @@ def test_secondary_scheduler_calls_the_extender_service() -> None:
         "--config=/etc/kubenpu/scheduler/config.yaml",
     ]
     lease_role = one(objects, "Role", "scheduler")
-    assert lease_role["rules"][1]["resourceNames"] == ["kubenpu-scheduler"]
+    assert lease_role["rules"][0]["resourceNames"] == ["kubenpu-scheduler"]
+
+
+def test_secondary_scheduler_matches_the_checked_kubernetes_and_needs_no_dns() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["scheduler"]["image"]["tag"] == binaries.KUBERNETES_VERSION
+    # A fixed cluster IP for the extender: the scheduler calls it there, not by name.
+    objects = render({"extender": {"service": {"clusterIP": "10.96.0.50"}}})
+    assert one(objects, "Service", "extender")["spec"]["clusterIP"] == "10.96.0.50"
+    (extender,) = scheduler_config(objects)["extenders"]
+    assert extender["urlPrefix"] == "http://10.96.0.50:8888"
+    assert "clusterIP" not in one(render(), "Service", "extender")["spec"]
 
 
 def test_platform_mode_renders_only_the_configuration() -> None:
@@ -277,6 +331,8 @@ def test_platform_mode_renders_only_the_configuration() -> None:
     assert "leaderElection" not in config
     assert find(objects, "Deployment", "scheduler") == []
     assert find(objects, "ClusterRoleBinding", "scheduler") == []
+    assert find(objects, "RoleBinding", "scheduler") == []
+    assert find(objects, "Lease") == []
     service = one(objects, "Service", "extender")
     assert service["spec"]["type"] == "NodePort"
     assert service["spec"]["ports"][0]["nodePort"] == 30888

@@ -74,7 +74,10 @@ def test_chart_version_follows_the_package() -> None:
 
 
 def test_every_command_the_chart_runs_exists_in_the_image() -> None:
-    """`kubenpu <sub-command>` or `python -m <module>` that the package provides."""
+    """`kubenpu <sub-command>` or `python3 -m <module>` that the package provides.
+
+    python3, never python: the dev cluster's image is Debian's python3, which installs no
+    `python`; the python:3.x images of the Dockerfile have both."""
     from kubenpu.cli.main import COMMANDS
 
     src = REPO / "src"
@@ -83,7 +86,7 @@ def test_every_command_the_chart_runs_exists_in_the_image() -> None:
         command = container["command"]
         if command[0] == "kubenpu":
             assert command[1] in COMMANDS, command
-        elif command[0] == "python":
+        elif command[0] == "python3":
             assert command[1] == "-m"
             module = src / Path(*command[2].split("."))
             source = module.with_suffix(".py").read_text()

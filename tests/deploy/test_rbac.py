@@ -11,11 +11,22 @@ from typing import Any
 import pytest
 
 from deploy.chart import NAMESPACE, VARIANTS, find, render
+from kubenpu import names
 
 #: (apiGroup, resource) -> verbs, per component; what each one's code calls.
 EXPECTED_RULES: dict[str, dict[tuple[str, str], set[str]]] = {
-    # sharing only: list the node's pending pods (kubenpu.deviceplugin.sharing).
-    "device-plugin": {("", "pods"): {"list"}},
+    # Sharing or not: the plugin runs with its node's name (NODE_NAME), so it
+    # - lists the node's pending pods: their placement records say which devices the
+    #   extender chose, for whole devices (GetPreferredAllocation) as for shares
+    #   (kubenpu.deviceplugin.sharing.kubernetes_pod_lookup: one list, field selector);
+    # - patches its Node: one merge patch of the device-inventory annotation, at start
+    #   and on every health change (kubenpu.deviceplugin.inventory). No get: a merge
+    #   patch needs none. Without these the extender places on made-up device ids, knows
+    #   no health, and the plugin hands the kubelet devices of its own choosing; the
+    #   real-node test (tests/realnodes/test_chart.py) shows the grants suffice.
+    # RBAC cannot restrict patch to the plugin's own Node: the chart's
+    # ValidatingAdmissionPolicy does (test_device_plugin_patches_only_its_own_node).
+    "device-plugin": {("", "pods"): {"list"}, ("", "nodes"): {"patch"}},
     # watch-fed cache of nodes and pods, the placement patch, the Binding
     # (kubenpu.extender.config.RBAC_RULES, compared below).
     "extender": {
@@ -29,6 +40,9 @@ EXPECTED_RULES: dict[str, dict[tuple[str, str], set[str]]] = {
 }
 #: Built-in roles the secondary kube-scheduler is bound to (the platform scheduler's own).
 SCHEDULER_CLUSTER_ROLES = {"system:kube-scheduler", "system:volume-scheduler"}
+#: ...and the built-in Role in kube-system every kube-scheduler reads its client CA with
+#: (one ConfigMap, extension-apiserver-authentication, read only).
+SCHEDULER_KUBE_SYSTEM_ROLES = {"extension-apiserver-authentication-reader"}
 FORBIDDEN_VERBS = {"*", "escalate", "bind", "impersonate", "delete", "deletecollection"}
 SENSITIVE = {"secrets", "serviceaccounts/token", "certificatesigningrequests", "*"}
 
@@ -81,6 +95,8 @@ def test_bindings_bind_chart_service_accounts_only(variant: str) -> None:
         component = binding["metadata"]["labels"]["app.kubernetes.io/component"]
         if component == "scheduler" and binding["kind"] == "ClusterRoleBinding":
             assert role in SCHEDULER_CLUSTER_ROLES
+        elif component == "scheduler" and binding["metadata"]["namespace"] == "kube-system":
+            assert binding["kind"] == "RoleBinding" and role in SCHEDULER_KUBE_SYSTEM_ROLES
         else:
             assert role in own_roles, binding["metadata"]["name"]
     for sa in accounts.values():
@@ -96,10 +112,12 @@ def test_extender_rules_are_the_extenders_own() -> None:
 
 
 def test_scheduler_lease_role_is_limited_to_its_own_lease() -> None:
-    (role,) = find(render(), "Role")
+    """The chart creates the Lease, so the scheduler needs no create (which RBAC cannot
+    narrow to one name), and upgrade or uninstall removes it with the release."""
+    objects = render()
+    (role,) = find(objects, "Role")
     assert role["metadata"]["namespace"] == NAMESPACE
     assert role["rules"] == [
-        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
         {
             "apiGroups": ["coordination.k8s.io"],
             "resources": ["leases"],
@@ -107,6 +125,56 @@ def test_scheduler_lease_role_is_limited_to_its_own_lease() -> None:
             "verbs": ["get", "update"],
         },
     ]
+    (lease,) = find(objects, "Lease")
+    assert (lease["metadata"]["namespace"], lease["metadata"]["name"]) == (
+        NAMESPACE,
+        "kubenpu-scheduler",
+    )
+    assert lease["spec"] == {}  # free: the first scheduler takes it
+    assert find(render({"scheduler": {"leaderElect": False}}), "Lease") == []
+
+
+def _policy(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    (policy,) = find(objects, "ValidatingAdmissionPolicy", "device-plugin")
+    (binding,) = find(objects, "ValidatingAdmissionPolicyBinding", "device-plugin")
+    assert binding["spec"] == {
+        "policyName": policy["metadata"]["name"],
+        "validationActions": ["Deny"],
+    }
+    return policy
+
+
+def test_device_plugin_patches_only_its_own_node() -> None:
+    """What RBAC cannot say: patch only the Node the pod runs on, only the inventory.
+
+    The policy applies to the plugin's account alone and to Node updates (a patch is one);
+    its CEL is compiled by the API server in test_apiserver and enforced on real nodes in
+    tests/realnodes/test_chart.py (other node, labels, other annotations, spec: denied).
+    """
+    objects = render()
+    policy = _policy(objects)
+    (sa,) = find(objects, "ServiceAccount", "device-plugin")
+    spec = policy["spec"]
+    assert spec["failurePolicy"] == "Fail"
+    assert spec["matchConstraints"]["resourceRules"] == [
+        {"apiGroups": [""], "apiVersions": ["*"], "operations": ["UPDATE"], "resources": ["nodes"]}
+    ]
+    (condition,) = spec["matchConditions"]
+    assert condition["expression"] == (
+        f"request.userInfo.username == 'system:serviceaccount:{NAMESPACE}:{sa['metadata']['name']}'"
+    )
+    variables = {v["name"]: v["expression"] for v in spec["variables"]}
+    assert (
+        "request.userInfo.extra['authentication.kubernetes.io/node-name'][0]"
+        in (variables["nodeName"])
+    )
+    checks = " ".join(v["expression"] for v in spec["validations"])
+    assert "variables.nodeName == object.metadata.name" in checks
+    assert "object.spec == oldObject.spec" in checks
+    assert f"'{names.ANNOTATION_DEVICE_INVENTORY}'" in checks
+    off = render({"devicePlugin": {"nodeRestriction": False}})
+    assert find(off, "ValidatingAdmissionPolicy") == []
+    assert find(off, "ValidatingAdmissionPolicyBinding") == []
 
 
 def test_rbac_create_false_renders_no_rbac() -> None:

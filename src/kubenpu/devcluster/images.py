@@ -8,7 +8,10 @@ Three images, each written as an OCI image-layout archive (one ``.tar``) that
 * ``kubenpu.local/kubenpu:<version>``: a Debian root filesystem made with ``mmdebstrap``
   plus kubenpu and its pinned dependencies, as ``deploy/images/Dockerfile`` describes;
 * ``kubenpu.local/npu-check:<version>``: the same Debian layer plus
-  ``examples/npu-check/npu_check.py``, a workload that reports the NPUs it was given.
+  ``examples/npu-check/npu_check.py``, a workload that reports the NPUs it was given;
+* ``kubenpu.local/kube-scheduler:<Kubernetes version>``: the control plane's static
+  ``kube-scheduler`` binary (``binaries.bin_dir()``) alone in one layer, for the Helm
+  chart's secondary scheduler.
 
 Every archive is cached in ``<cache_root>/images`` under a name carrying a hash of
 everything it is built from, so a build whose inputs did not change does nothing. The
@@ -52,7 +55,7 @@ from glob import escape as glob_escape
 from pathlib import Path
 from typing import IO, Any, Final
 
-from kubenpu.devcluster.binaries import cache_root
+from kubenpu.devcluster.binaries import KUBERNETES_VERSION, bin_dir, cache_root
 from kubenpu.errors import KubeNpuError
 
 # ---------------------------------------------------------------------------------------
@@ -1444,6 +1447,60 @@ def _build_npu_check(dest: Path, rootfs: Path, *, layer_cache: Path | None) -> W
         )
 
 
+# ---- kube-scheduler -------------------------------------------------------------------
+
+#: Where the binary sits in the image (as in registry.k8s.io/kube-scheduler), on PATH.
+KUBE_SCHEDULER_PATH: Final = "usr/local/bin/kube-scheduler"
+
+
+def kube_scheduler_image() -> str:
+    """``kubenpu.local/kube-scheduler:<Kubernetes version>``: the Helm chart's secondary
+    scheduler, the dev cluster's own static binary in one layer."""
+    return f"{LOCAL_REGISTRY}/kube-scheduler:{KUBERNETES_VERSION}"
+
+
+def _kube_scheduler_binary() -> Path:
+    binary = bin_dir() / "kube-scheduler"
+    if not binary.is_file():
+        raise ImageError(f"{binary} is missing (run hack/build-control-plane.sh first)")
+    return binary
+
+
+def _kube_scheduler_config() -> ImageConfig:
+    return ImageConfig(
+        entrypoint=(f"/{KUBE_SCHEDULER_PATH}",),
+        env=("PATH=/usr/local/bin:/usr/bin:/bin",),
+        # No user database in the image: a numeric id, as the chart's pods set anyway.
+        user="65532:65532",
+        labels={
+            "org.opencontainers.image.title": "kube-scheduler (kubenpu dev cluster)",
+            "org.opencontainers.image.version": KUBERNETES_VERSION,
+        },
+    )
+
+
+def _kube_scheduler_key() -> str:
+    return inputs_hash(
+        "kube-scheduler",
+        _sha256_file(_kube_scheduler_binary()),
+        _config_json(_kube_scheduler_config()),
+    )
+
+
+def _build_kube_scheduler(dest: Path, *, layer_cache: Path | None) -> WrittenImage:
+    with tempfile.TemporaryDirectory(prefix="kube-scheduler-", dir=dest.parent) as tmp:
+        root = Path(tmp) / "root"
+        root.mkdir()
+        root.chmod(0o755)
+        _mkdirs(root, str(Path(KUBE_SCHEDULER_PATH).parent), "tmp")
+        (root / "tmp").chmod(0o1777)
+        shutil.copyfile(_kube_scheduler_binary(), root / KUBE_SCHEDULER_PATH)
+        (root / KUBE_SCHEDULER_PATH).chmod(0o755)
+        return write_oci_archive(
+            [root], _kube_scheduler_config(), kube_scheduler_image(), dest, layer_cache=layer_cache
+        )
+
+
 # ---- all of them ----------------------------------------------------------------------
 
 
@@ -1462,7 +1519,7 @@ class BuiltImage:
 
 
 #: Short names accepted by ``build --only``.
-IMAGE_NAMES: Final = ("pause", "kubenpu", "npu-check")
+IMAGE_NAMES: Final = ("pause", "kubenpu", "npu-check", "kube-scheduler")
 
 
 def _archive_digest(path: Path) -> str:
@@ -1491,6 +1548,12 @@ def build(only: Sequence[str] | None = None) -> list[BuiltImage]:
             path = archive_path(name, _pause_key(), directory)
             path, cached = cached_build(
                 path, functools.partial(_build_pause, layer_cache=layer_cache)
+            )
+        elif short == "kube-scheduler":
+            name = kube_scheduler_image()
+            path, cached = cached_build(
+                archive_path(name, _kube_scheduler_key(), directory),
+                functools.partial(_build_kube_scheduler, layer_cache=layer_cache),
             )
         else:
             if rootfs is None:

@@ -154,14 +154,17 @@ seccompProfile:
 
 {{/*
 The extender's URL prefix as kube-scheduler reaches it. A secondary scheduler runs in the
-cluster and uses the Service's DNS name; a platform scheduler on a control-plane host often
-cannot resolve cluster DNS, so scheduler.extender.urlPrefix overrides it.
+cluster and uses the Service's DNS name, or its fixed cluster IP (extender.service.clusterIP)
+where the cluster has no DNS; a platform scheduler on a control-plane host often cannot
+resolve cluster DNS, so scheduler.extender.urlPrefix overrides it.
 */}}
 {{- define "kubenpu.extenderURLPrefix" -}}
 {{- if .Values.scheduler.extender.urlPrefix -}}
 {{- .Values.scheduler.extender.urlPrefix -}}
 {{- else -}}
-{{- printf "%s://%s.%s.svc:%v%s" (ternary "https" "http" .Values.extender.tls.enabled) (include "kubenpu.extenderServiceName" .) .Release.Namespace .Values.extender.service.port .Values.extender.pathPrefix -}}
+{{- $host := printf "%s.%s.svc" (include "kubenpu.extenderServiceName" .) .Release.Namespace -}}
+{{- with .Values.extender.service.clusterIP }}{{ $host = . }}{{ end -}}
+{{- printf "%s://%s:%v%s" (ternary "https" "http" .Values.extender.tls.enabled) $host .Values.extender.service.port .Values.extender.pathPrefix -}}
 {{- end -}}
 {{- end -}}
 
