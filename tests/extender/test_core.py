@@ -87,9 +87,7 @@ def test_filter_unknown_nodes_and_invalid_pods() -> None:
     assert result["FailedNodes"] == {"ghost": "node not known to kubenpu yet"}
     bad = pod("bad", npus=1, core=10)
     result = ext.filter(args(bad, ["n1"]), ["n1"])
-    assert (
-        "the pod asks for both aliyun.com/npu" in result["FailedAndUnresolvableNodes"]["n1"]
-    )
+    assert "the pod asks for both aliyun.com/npu" in result["FailedAndUnresolvableNodes"]["n1"]
 
 
 def test_filter_excludes_unhealthy_devices() -> None:
