@@ -95,8 +95,8 @@ def team_pods(cluster: Cluster, team: str) -> Iterator[str]:
         ),
         (
             {names.RESOURCE_NPU: "1", names.RESOURCE_NPU_CORE: "50"},
-            'container "main": asks for both aliyun.com/npu (whole NPUs) and '
-            "aliyun.com/npu-core (a share of one NPU); use one of them",
+            'the pod asks for both aliyun.com/npu (whole NPUs: container "main": 1) and '
+            'aliyun.com/npu-core (a share of one NPU: container "main": 50); use one of them',
         ),
     ],
     ids=["zero", "larger-than-any-node", "mixed"],
