@@ -1,4 +1,4 @@
-"""``kubenpu dev-cluster up|down|status``: a local Kubernetes cluster with simulated NPU nodes."""
+"""``kubenpu dev-cluster up|status|restart|down``: real Kubernetes with NPU nodes, here."""
 
 from __future__ import annotations
 

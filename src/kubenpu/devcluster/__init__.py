@@ -1,11 +1,15 @@
-"""``kubenpu dev-cluster``: a real Kubernetes control plane with simulated NPU nodes.
+"""``kubenpu dev-cluster``: real Kubernetes on one machine, with real or stand-in NPU nodes.
 
-The official etcd, kube-apiserver and kube-scheduler (built by hack/build-control-plane.sh)
-run on loopback; each simulated node is a real ``kubenpu device-plugin`` (mock backend)
-and a node agent standing in for the kubelet. See docs/dev-cluster.md.
+The official etcd, kube-apiserver, kube-controller-manager and kube-scheduler (built by
+hack/build-control-plane.sh) run on loopback; each NPU node is a real kubelet with its own
+containerd and runc in namespaces of its own (or, with ``--node-agent``, a kubelet
+stand-in), with a real ``kubenpu device-plugin`` (mock backend). See docs/dev-cluster.md.
 
 Modules: ``cluster`` (up, the :class:`~kubenpu.devcluster.cluster.DevCluster` handle,
 down), ``controlplane`` (certificates, kubeconfigs, command lines, health checks),
+``network`` (bridge, namespaces, addresses), ``realnode`` (mount namespaces, processes and
+clean-up of a real node), ``nodeconfig`` (kubelet, containerd, CNI, kube-proxy configs),
+``registry`` (the private registry), ``relay``, ``images`` (OCI images built here),
 ``nodeagent`` (the kubelet stand-in, run as its own process), ``pki``, ``processes``,
 ``binaries``.
 """
