@@ -151,6 +151,12 @@ def check(
     return lines, None
 
 
+def verdict(devices: Sequence[Device]) -> str:
+    """The last line of a passing check: ``ok 2 device(s): 0,1``."""
+    seen = sorted({d.index for d in devices if d.index is not None})
+    return f"ok {len(seen)} device(s): {_show(seen)}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the report; 0 when the devices match, 1 otherwise."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
@@ -164,8 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for line in lines:
         print(line)
     if reason is None:
-        seen = sorted({d.index for d in devices if d.index is not None})
-        print(f"ok {len(seen)} device(s): {_show(seen)}")
+        print(verdict(devices))
     else:
         print(f"error {reason}")
     sys.stdout.flush()

@@ -92,7 +92,7 @@ def test_step3_seed_pod_gets_exactly_one_npu(clean: Cluster, regsecret: str) -> 
     entry = next(
         e for e in cluster.dev.checkpoint(node)["pods"].values() if e["name"] == "test-npu-pod"
     )
-    response = entry["containers"]["npu-check"][names.RESOURCE_NPU]["response"]
+    response = entry["containers"]["resnet50"][names.RESOURCE_NPU]["response"]
     assert response["annotations"][names.ANNOTATION_DEVICES] == devices[0]
     assert len(response["devices"]) == 1
     assert response["envs"]

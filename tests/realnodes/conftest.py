@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from e2e.support import Cluster, wait_for
 
+from kubenpu.devcluster import images, workload_images
 from kubenpu.devcluster.cluster import ClusterSpec, up
 
 NPUS_PER_NODE = 4
@@ -35,6 +36,18 @@ def real() -> Iterator[Cluster]:
         yield Cluster(dev)
     finally:
         dev.down()
+
+
+@pytest.fixture(scope="session")
+def resnet50(real: Cluster) -> str:
+    """The seed's training image (examples/resnet50) in the private registry, as
+    examples/test-npu-pod.yaml names it. Built here when the cache lacks it; pushed again
+    (a no-op for the blobs) in case ``up`` did not push it with the other examples."""
+    (image,) = images.build(["resnet50"])
+    real.dev.push_image(
+        image.path, workload_images.REGISTRY_REPOSITORY, workload_images.REGISTRY_TAG
+    )
+    return workload_images.registry_reference()
 
 
 @pytest.fixture

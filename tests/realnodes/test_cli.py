@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -162,13 +163,15 @@ def test_up_seed_walkthrough_status_down(cache: Path, tmp_path: Path) -> None:
         f"--docker-password={registry['password']}",
     )
     kubectl("apply", "-f", str(MANIFESTS / "test-npu-pod.yaml"))
+    # The seed's ResNet-50 job: its image pulled, trained and evaluated within 5 minutes.
     wait_for(
         "test-npu-pod Completed",
         lambda: "Completed" in kubectl("get", "po", "test-npu-pod"),
-        timeout=180,
+        timeout=300,
     )
     log = kubectl("logs", "test-npu-pod")
-    assert log.splitlines()[-1].startswith("ok 1 device(s)"), log
+    assert "ok 1 device(s)" in log, log
+    assert re.search(r"^top-1: \d+\.\d%  top-5: \d+\.\d%  on CPU$", log, re.M), log
     state = DevCluster.load(cache / "dev-cluster")
     assert state is not None
     records = list(state.processes.values())

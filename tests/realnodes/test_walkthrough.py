@@ -1,9 +1,10 @@
 """The seed's walk-through on real kubelets, to the end: a container runs and completes.
 
 1. the nodes are kubelets v1.37 with containerd 2.x, reached at their InternalIP;
-2. the seed's secret and pod (examples/test-npu-pod.yaml, unchanged): the private image is
-   pulled, the container sees exactly the device node and env the plugin returned for the
-   placement the extender recorded, the pod completes and ``kubectl logs`` shows it;
+2. the seed's secret and pod (examples/test-npu-pod.yaml, unchanged): the private ResNet-50
+   image is pulled, the container sees exactly the device node and env the plugin returned
+   for the placement the extender recorded, trains and evaluates on held-out images (top-1
+   at least 80 %), the pod completes within 5 minutes and ``kubectl logs`` shows it;
 3. two shared pods (examples/shared-npu-pods.yaml) run side by side on one device;
 4. without the secret the pull fails with the registry's refusal; a registry other than the
    dev cluster's fails at once, without leaving the machine;
@@ -15,6 +16,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -102,15 +104,31 @@ def test_nodes_are_real_kubelets_with_containerd(real: Cluster) -> None:
         assert ready == "True"
 
 
-def test_seed_pod_completes_with_its_device(clean: Cluster, regsecret: str) -> None:
+#: The seed pod's budget: Completed within 5 minutes of `kubectl apply`, image pull included.
+SEED_POD_SECONDS = 300
+#: The last line of the ResNet-50 workload (examples/resnet50/train.py).
+RESULT_LINE = re.compile(r"^top-1: (?P<top1>\d+\.\d)%  top-5: (?P<top5>\d+\.\d)%  on (?P<on>.+)$")
+
+
+def test_seed_pod_completes_with_its_device(clean: Cluster, regsecret: str, resnet50: str) -> None:
     real = clean
     assert regsecret.strip() == "secret/regsecret created"
+    started = time.monotonic()
     out = real.kubectl("apply", "-f", str(MANIFESTS / "test-npu-pod.yaml"))
     assert out.strip() == "pod/test-npu-pod created"
-    pod = _phase(real, "test-npu-pod", "Succeeded", "Failed")
+    pod = _phase(real, "test-npu-pod", "Succeeded", "Failed", timeout=SEED_POD_SECONDS)
+    took = time.monotonic() - started
     log = real.kubectl("logs", "test-npu-pod")
     assert pod["status"]["phase"] == "Succeeded", log
     assert "Completed" in real.kubectl("get", "po", "test-npu-pod")
+    assert pod["spec"]["containers"][0]["image"] == resnet50
+    # Trained and evaluated on the held-out split: the log ends with the accuracy line.
+    result = RESULT_LINE.match(log.splitlines()[-1])
+    assert result, log
+    assert float(result["top1"]) >= 80.0, log
+    assert result["on"] == "CPU", log  # the mock NPUs are device nodes, not an accelerator
+    assert len([line for line in log.splitlines() if line.startswith("epoch ")]) == 5, log
+    print(f"test-npu-pod: Succeeded after {took:.0f}s; {log.splitlines()[-1]}")
     # What the extender recorded, what the kubelet gave, what the container saw: one device.
     recorded = pod["metadata"]["annotations"][names.ANNOTATION_DEVICES]
     node = pod["spec"]["nodeName"]

@@ -48,7 +48,10 @@ from kubenpu.errors import ConfigError, KubeNpuError
 STATE_VERSION = 2
 #: Images the private registry holds at start: image -> (repository, tag), as the
 #: examples/ manifests name them (under :data:`dev_registry.SERVER`).
-WORKLOADS = {"npu-check": ("demo/npu-check", "0.1.0")}
+WORKLOADS = {
+    "npu-check": ("demo/npu-check", "0.1.0"),
+    "resnet50": ("demo/npu-resnet50", "1.0"),
+}
 #: The kinds of node a dev cluster can run.
 NODE_KINDS = ("real", "agent")
 #: Capacity of the reference NPU worker, ecs.ebman1.26xlarge (104 vCPU, 384 GiB).

@@ -1519,7 +1519,9 @@ class BuiltImage:
 
 
 #: Short names accepted by ``build --only``.
-IMAGE_NAMES: Final = ("pause", "kubenpu", "npu-check", "kube-scheduler")
+IMAGE_NAMES: Final = ("pause", "kubenpu", "npu-check", "kube-scheduler", "resnet50")
+#: Of those, the workloads :mod:`kubenpu.devcluster.workload_images` builds.
+_WORKLOAD_IMAGES: Final = ("resnet50",)
 
 
 def _archive_digest(path: Path) -> str:
@@ -1549,6 +1551,11 @@ def build(only: Sequence[str] | None = None) -> list[BuiltImage]:
             path, cached = cached_build(
                 path, functools.partial(_build_pause, layer_cache=layer_cache)
             )
+        elif short in _WORKLOAD_IMAGES:
+            # Imported here: that module builds on this one.
+            from kubenpu.devcluster import workload_images
+
+            name, path, cached = workload_images.build_image(short, directory, layer_cache)
         elif short == "kube-scheduler":
             name = kube_scheduler_image()
             path, cached = cached_build(

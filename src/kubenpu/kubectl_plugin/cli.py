@@ -1,4 +1,4 @@
-"""The ``kubectl-npu`` command: ``nodes``, ``pods``, ``secret create``, ``run``.
+"""The ``kubectl-npu`` command: ``nodes``, ``pods``, ``secret create``, ``run``, ``validate``.
 
 kubectl runs it for ``kubectl npu ...`` with every argument after ``npu`` (kubectl plugins
 take their flags after the plugin name), so each sub-command accepts the usual
@@ -18,11 +18,11 @@ import typer
 import yaml
 
 from kubenpu import names
-from kubenpu.kubectl_plugin import views
+from kubenpu.kubectl_plugin import validate, views
 
 app = typer.Typer(
     name="kubectl-npu",
-    help="NPU nodes, pods, registry secrets and test pods (kubectl npu ...).",
+    help="NPU nodes, pods, registry secrets, test pods and node validation (kubectl npu ...).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -70,7 +70,9 @@ class Cluster:
         configuration.retries = False
         self.server = configuration.host
         self.default_namespace = (active.get("context") or {}).get("namespace") or "default"
-        self.api = client.CoreV1Api(client.ApiClient(configuration))
+        api_client = client.ApiClient(configuration)
+        self.api = client.CoreV1Api(api_client)
+        self.batch = client.BatchV1Api(api_client)
 
     def _call(self, what: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         from kubernetes.client.rest import ApiException
@@ -308,6 +310,109 @@ def run_command(
     ns = namespace or cluster.default_namespace
     cluster.create("pod", ns, pod)
     typer.echo(f"pod/{name} created")
+
+
+def _secret_missing(cluster: Cluster, namespace: str, name: str) -> bool:
+    """Whether the pull secret is known not to exist (False also when it may not be read)."""
+    from kubernetes.client.rest import ApiException
+    from urllib3.exceptions import HTTPError
+
+    try:
+        cluster.api.read_namespaced_secret(name, namespace, _request_timeout=15)
+    except ApiException as exc:
+        return bool(exc.status == 404)
+    except (HTTPError, OSError):
+        return False
+    return False
+
+
+@app.command("validate")
+def validate_command(
+    node: Annotated[
+        list[str] | None,
+        typer.Option("--node", help="An NPU node to validate; repeat for more."),
+    ] = None,
+    all_nodes: bool = typer.Option(False, "--all", help="Validate every NPU node."),
+    timeout: float = typer.Option(
+        600.0, "--timeout", help="Seconds for the whole run (the nodes run in parallel)."
+    ),
+    image: str = typer.Option(
+        validate.DEFAULT_IMAGE, "--image", help="The validation workload's image."
+    ),
+    pull_secret: str = typer.Option(
+        validate.DEFAULT_PULL_SECRET,
+        "--pull-secret",
+        help="imagePullSecrets entry of the Jobs' pods ('' for none).",
+    ),
+    epochs: int = typer.Option(1, "--epochs", help="Training epochs per node."),
+    min_top1: float = typer.Option(
+        50.0, "--min-top1", help="Least top-1 accuracy (percent) on the held-out images."
+    ),
+    scheduler_name: str = typer.Option(
+        "", "--scheduler-name", help="schedulerName of the pods (default: the cluster's)."
+    ),
+    kubeconfig: Kubeconfig = None,
+    context: Context = None,
+    namespace: Namespace = None,
+    output: Output = "table",
+) -> None:
+    """Run a short ResNet-50 training Job on each NPU node, using all its NPUs; a table of
+    devices seen, placement match, images/s, top-1/top-5 and pass/fail per node. Exit 1 if
+    any node fails."""
+    _check_output(output)
+    if bool(node) == all_nodes:
+        fail("name the nodes with --node N (repeatable) or pass --all, not both", 2)
+    if timeout <= 0:
+        fail(f"--timeout: more than 0 seconds, got {timeout:g}", 2)
+    if epochs < 1:
+        fail(f"--epochs: at least 1, got {epochs}", 2)
+    cluster = Cluster(kubeconfig, context)
+    ns = namespace or cluster.default_namespace
+    nodes = cluster.nodes()
+    targets, unknown = views.validation_targets(nodes, node or ())
+    if unknown:
+        known = ", ".join(t.node for t in views.validation_targets(nodes)[0]) or "none"
+        fail(f"not an NPU node: {', '.join(unknown)} (NPU nodes: {known})", 2)
+    if not targets:
+        fail(_no_npu_nodes(nodes))
+    if pull_secret and _secret_missing(cluster, ns, pull_secret):
+        fail(
+            f"pull secret {pull_secret!r} not found in namespace {ns} (create it with "
+            "`kubectl npu secret create`, or pass --pull-secret '' for a public image)",
+            2,
+        )
+    try:
+        rows = validate.run_validation(
+            cluster,
+            ns,
+            targets,
+            nodes,
+            image=image,
+            pull_secret=pull_secret,
+            epochs=epochs,
+            timeout=timeout,
+            min_top1=min_top1,
+            scheduler_name=scheduler_name,
+        )
+    except KeyboardInterrupt:
+        fail("interrupted; the validation Jobs were deleted", 130)
+    passed = all(r.passed for r in rows)
+    if output == "table":
+        typer.echo(views.render(views.validation_table(rows)), nl=False)
+        typer.echo(views.validation_verdict(rows))
+    else:
+        doc = {
+            "kind": "NpuValidationList",
+            "image": image,
+            "passed": passed,
+            "items": [r.as_dict() for r in rows],
+        }
+        if output == "json":
+            typer.echo(json.dumps(doc, indent=2))
+        else:
+            typer.echo(yaml.safe_dump(doc, sort_keys=False), nl=False)
+    if not passed:
+        raise typer.Exit(1)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,21 +3,28 @@
 Who holds which device comes from the placement record on pods (``kubenpu.io/devices``,
 ``kubenpu.io/shares``); a pod without one (placed by a scheduler that records nothing)
 counts by its requests: its whole NPUs are allocated on its node, devices unknown.
+
+For ``kubectl npu validate``: which nodes to validate, what a validation pod's state means
+(still on its way, passed, or failed and why) and the table of results.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from kubenpu.adapters.kube import (
     ObjectError,
+    devices_from_inventory,
     node_npu_counts,
     placement_from_pod,
     request_from_pod,
 )
 from kubenpu.names import (
+    ANNOTATION_DEVICE_INVENTORY,
+    ANNOTATION_DEVICES,
     CORE_UNITS_PER_DEVICE,
     LABEL_NPU_MODEL,
     MILLI_PER_DEVICE,
@@ -207,3 +214,367 @@ def render(table: Sequence[Sequence[str]]) -> str:
         for row in table
     ]
     return "\n".join(lines) + "\n"
+
+
+# ---- kubectl npu validate ----------------------------------------------------------------
+
+#: The stages of one node's validation, in order (what the progress display shows).
+STAGE_CREATING = "creating"
+STAGE_SCHEDULING = "scheduling"
+STAGE_STARTING = "pulling image"
+STAGE_RUNNING = "running"
+STAGE_DONE = "done"
+#: Waiting reasons of a container whose image cannot be pulled.
+_PULL_FAILURES = frozenset(
+    {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
+)
+#: Waiting reasons of a container that cannot be created or started.
+_START_FAILURES = frozenset(
+    {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationTarget:
+    """A node to validate: how many NPUs its Job asks for (all of them), or why it gets
+    none."""
+
+    node: str
+    npus: int
+    #: Set when the node cannot be validated at all (no NPU advertised).
+    problem: str = ""
+
+
+def validation_targets(
+    nodes: Iterable[Mapping[str, Any]], wanted: Sequence[str] = ()
+) -> tuple[list[ValidationTarget], list[str]]:
+    """The NPU nodes to validate (every one when ``wanted`` is empty, else those named, in
+    that order) and the names in ``wanted`` that are no NPU node.
+
+    An NPU node has ``aliyun.com/npu`` capacity or the ``aliyun.com/npu-model`` label; one
+    with the label but no capacity (its device plugin is gone long enough for the kubelet
+    to drop the resource) is a target with a problem, so ``--all`` still reports it.
+    """
+    found: dict[str, ValidationTarget] = {}
+    for node in nodes:
+        name = str(_meta(node).get("name", ""))
+        labels = _meta(node).get("labels") or {}
+        try:
+            total, _ = node_npu_counts(node)
+        except ObjectError as exc:
+            found[name] = ValidationTarget(name, 0, f"node status unreadable: {exc}")
+            continue
+        if total:
+            found[name] = ValidationTarget(name, total)
+        elif LABEL_NPU_MODEL in labels:
+            found[name] = ValidationTarget(
+                name,
+                0,
+                f"device plugin: {name} is labelled {LABEL_NPU_MODEL} but advertises no "
+                f"{RESOURCE_NPU} (is the kubenpu device plugin running there?)",
+            )
+    if not wanted:
+        return [found[n] for n in sorted(found)], []
+    unknown = [n for n in wanted if n not in found]
+    chosen = list(dict.fromkeys(n for n in wanted if n in found))
+    return [found[n] for n in chosen], unknown
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationStep:
+    """Where one node's validation pod is, read from the pod (and its node) as the API
+    returns them. ``done`` with ``passed`` False carries the reason."""
+
+    stage: str
+    detail: str = ""
+    done: bool = False
+    passed: bool = False
+    reason: str = ""
+    #: The container's summary (train.py's termination message), once it ended.
+    summary: Mapping[str, Any] = field(default_factory=dict)
+
+
+def parse_summary(message: str) -> dict[str, Any]:
+    """train.py's termination message (one JSON object); ``{}`` when it is something else
+    (e.g. the end of the log, which Kubernetes uses when the file is empty)."""
+    try:
+        data = json.loads(message)
+    except (TypeError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _condition(pod: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
+    for cond in (pod.get("status") or {}).get("conditions") or []:
+        if isinstance(cond, Mapping) and cond.get("type") == kind:
+            return cond
+    return {}
+
+
+def _first_line(text: str, limit: int = 300) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _unhealthy_ids(node: Mapping[str, Any]) -> list[str]:
+    text = (_meta(node).get("annotations") or {}).get(ANNOTATION_DEVICE_INVENTORY)
+    if not text:
+        return []
+    try:
+        devices = devices_from_inventory(str(text), str(_meta(node).get("name", "")))
+    except ObjectError:
+        return []
+    return [d.id for d in devices if not d.healthy]
+
+
+def short_of_npus(node: Mapping[str, Any] | None, npus: int) -> str:
+    """Why ``node`` cannot take a pod asking for ``npus`` of its NPUs ("" when it can, as
+    far as the Node says): fewer allocatable than asked, and the unhealthy devices the
+    device plugin names in its inventory."""
+    if node is None:
+        return "the node is gone"
+    try:
+        total, allocatable = node_npu_counts(node)
+    except ObjectError as exc:
+        return str(exc)
+    if allocatable >= npus:
+        return ""
+    name = str(_meta(node).get("name", ""))
+    sick = _unhealthy_ids(node)
+    if sick:
+        why = f"unhealthy: {', '.join(sick)}"
+    elif allocatable == 0:
+        why = "none advertised: is its device plugin running?"
+    else:
+        why = f"{total - allocatable} not advertised as healthy"
+    return f"{name} has {allocatable} of {total} NPUs allocatable ({why})"
+
+
+def _summary_verdict(
+    summary: Mapping[str, Any], pod: Mapping[str, Any], npus: int, min_top1: float
+) -> str:
+    """Why a container that exited 0 still fails validation ("" when it passes)."""
+    record = str((_meta(pod).get("annotations") or {}).get(ANNOTATION_DEVICES, ""))
+    seen = summary.get("devices") or []
+    if not summary:
+        return "result: the container left no summary (is the image kubenpu's resnet50?)"
+    if summary.get("match") is not True:
+        return "device mismatch: the container's devices do not match its placement record"
+    if len(seen) != npus:
+        return f"device missing: the container sees {len(seen)} NPU(s), asked for {npus}"
+    if record and summary.get("record") not in (None, record):
+        return (
+            f"device mismatch: the pod's record is {record}, the container was told "
+            f"{summary.get('record')}"
+        )
+    top1 = summary.get("top1")
+    if not isinstance(top1, int | float):
+        return "result: no top-1 accuracy in the container's summary"
+    if top1 < min_top1:
+        return f"accuracy: top-1 {top1:.1f}% is below {min_top1:g}%"
+    return ""
+
+
+def _failure_from_summary(summary: Mapping[str, Any], code: Any, message: str) -> str:
+    error = str(summary.get("error") or "")
+    if summary.get("stage") == "npu-check":
+        kind = "device missing" if "no NPU device node" in error else "device mismatch"
+        return f"{kind}: {error}"
+    if error:
+        return f"training: {error}"
+    tail = [line for line in str(message).splitlines() if line.strip()]
+    last = f": {_first_line(tail[-1])}" if tail else ""
+    return f"container exited with code {code}{last}"
+
+
+def validation_step(
+    pod: Mapping[str, Any] | None,
+    node: Mapping[str, Any] | None,
+    npus: int,
+    *,
+    min_top1: float = 0.0,
+    log_tail: str = "",
+) -> ValidationStep:
+    """Classify one validation pod: still on its way, passed, or failed and why.
+
+    Failures that waiting cannot cure end at once: an image that cannot be pulled, a
+    container that cannot start, a pod the kubelet refused (devices not allocatable), and a
+    pod the scheduler cannot place while its node has fewer allocatable NPUs than asked
+    (unhealthy devices, a stopped device plugin). A pod unschedulable for other reasons
+    (NPUs held by other pods) keeps waiting: the caller's timeout ends it.
+    """
+    if pod is None:
+        return ValidationStep(STAGE_CREATING, "waiting for the Job's pod")
+    status = pod.get("status") or {}
+    phase = str(status.get("phase") or "Pending")
+    containers = status.get("containerStatuses") or []
+    state = (containers[0].get("state") or {}) if containers else {}
+    terminated = state.get("terminated")
+    if terminated:
+        message = str(terminated.get("message") or "")
+        summary = parse_summary(message)
+        code = terminated.get("exitCode")
+        if code == 0:
+            reason = _summary_verdict(summary, pod, npus, min_top1)
+            return ValidationStep(
+                STAGE_DONE, "", done=True, passed=not reason, reason=reason, summary=summary
+            )
+        return ValidationStep(
+            STAGE_DONE,
+            "",
+            done=True,
+            reason=_failure_from_summary(summary, code, message),
+            summary=summary,
+        )
+    if phase in _TERMINAL:
+        why = str(status.get("reason") or "")
+        text = _first_line(str(status.get("message") or ""))
+        kind = "timeout" if why == "DeadlineExceeded" else "admission"
+        return ValidationStep(
+            STAGE_DONE, "", done=True, reason=f"{kind}: {why or phase}: {text}".rstrip(": ")
+        )
+    scheduled = _condition(pod, "PodScheduled")
+    if not (pod.get("spec") or {}).get("nodeName"):
+        message = _first_line(str(scheduled.get("message") or ""))
+        if scheduled.get("status") == "False":
+            short = short_of_npus(node, npus)
+            if short:
+                return ValidationStep(
+                    STAGE_SCHEDULING,
+                    message,
+                    done=True,
+                    reason=f"scheduling: {short}" + (f"; {message}" if message else ""),
+                )
+        return ValidationStep(STAGE_SCHEDULING, message or "waiting for the scheduler")
+    waiting = state.get("waiting") or {}
+    why = str(waiting.get("reason") or "")
+    text = _first_line(str(waiting.get("message") or ""))
+    if why in _PULL_FAILURES:
+        return ValidationStep(
+            STAGE_STARTING, text, done=True, reason=f"image pull: {why}: {text}".rstrip(": ")
+        )
+    if why in _START_FAILURES:
+        return ValidationStep(
+            STAGE_STARTING, text, done=True, reason=f"container start: {why}: {text}".rstrip(": ")
+        )
+    if "running" in state:
+        lines = log_tail.strip().splitlines()
+        return ValidationStep(STAGE_RUNNING, lines[-1][:120] if lines else "")
+    return ValidationStep(STAGE_STARTING, why or phase)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeValidation:
+    """The outcome for one node: what ``kubectl npu validate`` prints."""
+
+    node: str
+    npus: int
+    passed: bool
+    #: The stage it ended in (``done`` when the container ran to the end).
+    stage: str
+    reason: str = ""
+    #: Device nodes the container saw, and the placement record on its pod.
+    devices: tuple[str, ...] = ()
+    record: str = ""
+    #: Whether the container's devices, env and record agreed (None: never checked).
+    match: bool | None = None
+    images_per_s: float | None = None
+    top1: float | None = None
+    top5: float | None = None
+    #: Where the math ran (``CPU``, ``GPU:0 (...)``), as the container said.
+    device: str = ""
+    seconds: float = 0.0
+    job: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        data = asdict(self)
+        data["devices"] = list(self.devices)
+        return data
+
+
+def node_validation(
+    target: ValidationTarget,
+    step: ValidationStep,
+    pod: Mapping[str, Any] | None,
+    *,
+    seconds: float,
+    job: str = "",
+) -> NodeValidation:
+    """The row for a node from its last step."""
+    summary = step.summary
+    record = str(((_meta(pod).get("annotations") or {}) if pod else {}).get(ANNOTATION_DEVICES, ""))
+
+    def number(key: str) -> float | None:
+        value = summary.get(key)
+        return float(value) if isinstance(value, int | float) else None
+
+    match = summary.get("match")
+    return NodeValidation(
+        node=target.node,
+        npus=target.npus,
+        passed=step.done and step.passed,
+        stage=step.stage,
+        reason=step.reason,
+        devices=tuple(str(d) for d in summary.get("devices") or ()),
+        record=record,
+        match=match if isinstance(match, bool) else None,
+        images_per_s=number("images_per_s"),
+        top1=number("top1"),
+        top5=number("top5"),
+        device=str(summary.get("device") or ""),
+        seconds=round(seconds, 1),
+        job=job,
+    )
+
+
+def _devices_cell(devices: Sequence[str]) -> str:
+    return ",".join(d.rsplit("/", 1)[-1] for d in devices) or "<none>"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}%"
+
+
+def validation_table(rows: Sequence[NodeValidation]) -> list[list[str]]:
+    """Header and rows of ``kubectl npu validate``: one row per node."""
+    table = [
+        [
+            "NODE",
+            "NPUS",
+            "DEVICES-SEEN",
+            "RECORD",
+            "MATCH",
+            "IMAGES/S",
+            "TOP-1",
+            "TOP-5",
+            "TIME",
+            "RESULT",
+            "REASON",
+        ]
+    ]
+    for r in rows:
+        table.append(
+            [
+                r.node,
+                str(r.npus),
+                _devices_cell(r.devices),
+                r.record or "<none>",
+                {True: "yes", False: "no", None: "-"}[r.match],
+                "-" if r.images_per_s is None else f"{r.images_per_s:.1f}",
+                _pct(r.top1),
+                _pct(r.top5),
+                f"{r.seconds:.0f}s",
+                "PASS" if r.passed else "FAIL",
+                r.reason,
+            ]
+        )
+    return table
+
+
+def validation_verdict(rows: Sequence[NodeValidation]) -> str:
+    """The line under the table."""
+    failed = [r.node for r in rows if not r.passed]
+    if not failed:
+        return f"{len(rows)} of {len(rows)} NPU node(s) passed"
+    return f"{len(failed)} of {len(rows)} NPU node(s) failed: {', '.join(failed)}"
