@@ -29,7 +29,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from kubenpu.devcluster import images, pki
+from kubenpu.devcluster import images, oci, pki, registry_client
 
 REPO = Path(__file__).resolve().parents[2]
 NAME = "kubenpu.local/demo:1.0"
@@ -65,7 +65,7 @@ def _plain_tar(path: Path) -> Path:
     return path
 
 
-CONFIG = images.ImageConfig(
+CONFIG = oci.ImageConfig(
     entrypoint=("/usr/bin/tool",),
     cmd=("--flag",),
     env=("PATH=/usr/bin", "A=b"),
@@ -75,14 +75,14 @@ CONFIG = images.ImageConfig(
 )
 
 
-def _write(tmp_path: Path, dest_name: str, **kwargs: Any) -> images.WrittenImage:
+def write_file(tmp_path: Path, dest_name: str, **kwargs: Any) -> oci.WrittenImage:
     base = tmp_path / "base.tar"
     if not base.exists():
         _plain_tar(base)
     tree = tmp_path / "tree"
     if not tree.exists():
         _tree(tree)
-    return images.write_oci_archive([base, tree], CONFIG, NAME, tmp_path / dest_name, **kwargs)
+    return oci.write_oci_archive([base, tree], CONFIG, NAME, tmp_path / dest_name, **kwargs)
 
 
 def _sha(data: bytes) -> str:
@@ -94,9 +94,9 @@ def _sha(data: bytes) -> str:
 
 def test_tar_directory_is_sorted_normalised_and_without_pax(tmp_path) -> None:
     tree = _tree(tmp_path / "tree")
-    first = images.tar_directory(tree, tmp_path / "a.tar").read_bytes()
+    first = oci.tar_directory(tree, tmp_path / "a.tar").read_bytes()
     os.utime(tree / "etc" / "motd", (1_700_000_000, 1_700_000_000))  # only times change
-    second = images.tar_directory(tree, tmp_path / "b.tar").read_bytes()
+    second = oci.tar_directory(tree, tmp_path / "b.tar").read_bytes()
     assert first == second
 
     with tarfile.open(tmp_path / "a.tar") as tar:
@@ -116,15 +116,15 @@ def test_tar_directory_is_sorted_normalised_and_without_pax(tmp_path) -> None:
 
 
 def test_archive_layout_index_manifest_and_config(tmp_path) -> None:
-    written = _write(tmp_path, "image.oci.tar")
-    with images.OciArchive(written.path) as archive:
+    written = write_file(tmp_path, "image.oci.tar")
+    with oci.OciArchive(written.path) as archive:
         names = set(archive.names())
         assert {"oci-layout", "index.json", "blobs/sha256"} <= names
         assert json.loads(archive.read("oci-layout")) == {"imageLayoutVersion": "1.0.0"}
 
         index = archive.index()
         assert index["schemaVersion"] == 2
-        assert index["mediaType"] == images.MEDIA_TYPE_INDEX
+        assert index["mediaType"] == oci.MEDIA_TYPE_INDEX
         (entry,) = index["manifests"]
         assert entry["annotations"] == {
             "io.containerd.image.name": NAME,
@@ -136,10 +136,10 @@ def test_archive_layout_index_manifest_and_config(tmp_path) -> None:
         desc, manifest_bytes = archive.manifest(NAME)
         assert desc.digest == _sha(manifest_bytes) == written.digest
         manifest = json.loads(manifest_bytes)
-        assert manifest["mediaType"] == images.MEDIA_TYPE_MANIFEST
-        assert manifest["config"]["mediaType"] == images.MEDIA_TYPE_CONFIG
+        assert manifest["mediaType"] == oci.MEDIA_TYPE_MANIFEST
+        assert manifest["config"]["mediaType"] == oci.MEDIA_TYPE_CONFIG
         assert [layer["mediaType"] for layer in manifest["layers"]] == [
-            images.MEDIA_TYPE_LAYER_GZIP
+            oci.MEDIA_TYPE_LAYER_GZIP
         ] * 2
 
         # Every blob is named by its digest and has its descriptor's size.
@@ -177,9 +177,9 @@ def test_archive_layout_index_manifest_and_config(tmp_path) -> None:
 
 
 def test_same_inputs_give_the_same_digests_and_bytes(tmp_path) -> None:
-    first = _write(tmp_path, "one.oci.tar")
+    first = write_file(tmp_path, "one.oci.tar")
     os.utime(tmp_path / "tree" / "usr" / "bin" / "tool", (1_600_000_000, 1_600_000_000))
-    second = _write(tmp_path, "two.oci.tar")
+    second = write_file(tmp_path, "two.oci.tar")
     assert (first.digest, first.config, first.layers) == (
         second.digest,
         second.config,
@@ -189,15 +189,15 @@ def test_same_inputs_give_the_same_digests_and_bytes(tmp_path) -> None:
 
     # The layer cache gives the same blobs, and is used the second time.
     cache = tmp_path / "layers"
-    third = _write(tmp_path, "three.oci.tar", layer_cache=cache)
+    third = write_file(tmp_path, "three.oci.tar", layer_cache=cache)
     assert len(list(cache.glob("*.tar.gz"))) == 2
-    fourth = _write(tmp_path, "four.oci.tar", layer_cache=cache)
+    fourth = write_file(tmp_path, "four.oci.tar", layer_cache=cache)
     assert third.digest == fourth.digest == first.digest
     assert third.path.read_bytes() == first.path.read_bytes()
 
     # A changed input changes the layer, its diff_id and the manifest.
     (tmp_path / "tree" / "etc" / "motd").write_text("changed\n")
-    changed = _write(tmp_path, "five.oci.tar")
+    changed = write_file(tmp_path, "five.oci.tar")
     assert changed.digest != first.digest
     assert changed.diff_ids[0] == first.diff_ids[0] and changed.diff_ids[1] != first.diff_ids[1]
 
@@ -206,13 +206,13 @@ def test_same_inputs_give_the_same_digests_and_bytes(tmp_path) -> None:
     "name", ["pause:3.10", "kubenpu.local/pause", "kubenpu.local/Pause:1", "x/y@sha256:00"]
 )
 def test_a_reference_needs_registry_repository_and_tag(tmp_path, name: str) -> None:
-    with pytest.raises(images.ImageError, match="REGISTRY/REPOSITORY:TAG"):
-        images.write_oci_archive([_tree(tmp_path / "t")], CONFIG, name, tmp_path / "x.tar")
+    with pytest.raises(oci.ImageError, match="REGISTRY/REPOSITORY:TAG"):
+        oci.write_oci_archive([_tree(tmp_path / "t")], CONFIG, name, tmp_path / "x.tar")
 
 
 def test_split_reference() -> None:
-    assert images.split_reference("kubenpu.local/pause:3.10") == ("kubenpu.local/pause", "3.10")
-    assert images.split_reference("10.0.0.1:5000/a/b:v1") == ("10.0.0.1:5000/a/b", "v1")
+    assert oci.split_reference("kubenpu.local/pause:3.10") == ("kubenpu.local/pause", "3.10")
+    assert oci.split_reference("10.0.0.1:5000/a/b:v1") == ("10.0.0.1:5000/a/b", "v1")
 
 
 # ---- the cache ------------------------------------------------------------------------
@@ -425,7 +425,7 @@ class FakeRegistry:
 
 @pytest.fixture
 def archive(tmp_path) -> Path:
-    return _write(tmp_path, "push.oci.tar").path
+    return write_file(tmp_path, "push.oci.tar").path
 
 
 @pytest.fixture
@@ -438,7 +438,7 @@ def test_push_with_basic_auth_uploads_blobs_then_the_manifest(
     archive: Path, basic_registry: FakeRegistry
 ) -> None:
     r = basic_registry
-    digest = images.push(
+    digest = registry_client.push(
         archive,
         r.address,
         "demo/npu-check",
@@ -448,16 +448,16 @@ def test_push_with_basic_auth_uploads_blobs_then_the_manifest(
         cafile=r.cafile,
         timeout=10,
     )
-    with images.OciArchive(archive) as image:
+    with oci.OciArchive(archive) as image:
         desc, manifest = image.manifest()
     assert digest == desc.digest
-    assert r.manifests[("demo/npu-check", "1.0")] == (images.MEDIA_TYPE_MANIFEST, manifest)
+    assert r.manifests[("demo/npu-check", "1.0")] == (oci.MEDIA_TYPE_MANIFEST, manifest)
     doc = json.loads(manifest)
     assert {d["digest"] for d in [doc["config"], *doc["layers"]]} == set(r.blobs)
     assert r.count("POST", "/v2/demo/npu-check/blobs/uploads/") == 3
 
     # A second push finds every blob (HEAD 200) and only puts the manifest again.
-    again = images.push(
+    again = registry_client.push(
         archive,
         r.address,
         "demo/npu-check",
@@ -476,8 +476,8 @@ def test_push_refuses_bad_or_missing_credentials(
     archive: Path, basic_registry: FakeRegistry
 ) -> None:
     r = basic_registry
-    with pytest.raises(images.PushError, match="refused the credentials"):
-        images.push(
+    with pytest.raises(registry_client.PushError, match="refused the credentials"):
+        registry_client.push(
             archive,
             r.address,
             "demo/x",
@@ -487,8 +487,8 @@ def test_push_refuses_bad_or_missing_credentials(
             cafile=r.cafile,
             timeout=10,
         )
-    with pytest.raises(images.PushError, match="none were given"):
-        images.push(archive, r.address, "demo/x", "1", cafile=r.cafile, timeout=10)
+    with pytest.raises(registry_client.PushError, match="none were given"):
+        registry_client.push(archive, r.address, "demo/x", "1", cafile=r.cafile, timeout=10)
     assert r.blobs == {} and r.manifests == {}
 
 
@@ -496,13 +496,13 @@ def test_push_verifies_the_registry_certificate(
     archive: Path, basic_registry: FakeRegistry
 ) -> None:
     # The system trust store does not hold the fake registry's CA.
-    with pytest.raises(images.PushError, match="CERTIFICATE_VERIFY_FAILED"):
-        images.push(archive, basic_registry.address, "demo/x", "1", timeout=10)
+    with pytest.raises(registry_client.PushError, match="CERTIFICATE_VERIFY_FAILED"):
+        registry_client.push(archive, basic_registry.address, "demo/x", "1", timeout=10)
 
 
 def test_push_follows_the_bearer_token_flow(tmp_path, archive: Path) -> None:
     with FakeRegistry(tmp_path / "bearer", auth="bearer") as r:
-        digest = images.push(
+        digest = registry_client.push(
             archive,
             r.address,
             "team/kubenpu",
@@ -522,12 +522,12 @@ def test_push_follows_the_bearer_token_flow(tmp_path, archive: Path) -> None:
 
 @pytest.mark.parametrize("address", ["localhost:5000", "registry.example.com:443", "10.0.0.1"])
 def test_push_never_resolves_a_name(archive: Path, address: str) -> None:
-    with pytest.raises(images.PushError, match="IP:PORT"):
-        images.push(archive, address, "demo/x", "1", timeout=1)
+    with pytest.raises(registry_client.PushError, match="IP:PORT"):
+        registry_client.push(archive, address, "demo/x", "1", timeout=1)
 
 
 def test_challenge_parsing() -> None:
-    scheme, params = images.parse_challenge(
+    scheme, params = registry_client.parse_challenge(
         'Bearer realm="https://10.0.0.1:5001/auth",service="reg",scope="repository:a/b:pull"'
     )
     assert scheme == "bearer"
@@ -536,8 +536,8 @@ def test_challenge_parsing() -> None:
         "service": "reg",
         "scope": "repository:a/b:pull",
     }
-    assert images.parse_challenge('Basic realm="x"') == ("basic", {"realm": "x"})
-    assert images.parse_address("[::1]:5000") == ("::1", 5000)
+    assert registry_client.parse_challenge('Basic realm="x"') == ("basic", {"realm": "x"})
+    assert registry_client.parse_address("[::1]:5000") == ("::1", 5000)
 
 
 # ---- npu-check ----------------------------------------------------------------------

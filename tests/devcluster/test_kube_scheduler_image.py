@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from kubenpu.devcluster import binaries, images
+from kubenpu.devcluster import binaries, images, oci
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def test_the_image_is_the_binary_alone_on_path(cache: Path) -> None:
     assert built.name == f"kubenpu.local/kube-scheduler:{binaries.KUBERNETES_VERSION}"
     assert built.name == images.kube_scheduler_image()
     assert not built.cached
-    with images.OciArchive(built.path) as archive:
+    with oci.OciArchive(built.path) as archive:
         _, manifest_bytes = archive.manifest(built.name)
         manifest = json.loads(manifest_bytes)
         config = json.loads(archive.read(archive.blob_name(manifest["config"]["digest"])))

@@ -17,7 +17,7 @@ from types import ModuleType
 
 import pytest
 
-from kubenpu.devcluster import images, workload_images
+from kubenpu.devcluster import images, oci, workload_images
 
 
 def _tar(path: Path, files: dict[str, bytes]) -> Path:
@@ -67,7 +67,7 @@ def stand_ins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         tmp_path / "deps.tar",
         {"usr/local/lib/python3.11/dist-packages/tensorflow/__init__.py": b""},
     )
-    monkeypatch.setattr(images, "_rootfs_key", lambda: "rootfs-key")
+    monkeypatch.setattr(images, "base_rootfs_key", lambda: "rootfs-key")
     monkeypatch.setattr(workload_images, "base_rootfs", lambda directory, key: (rootfs, True))
     built: list[Path] = []
 
@@ -84,7 +84,7 @@ def test_the_image_has_three_layers_and_runs_train_py(stand_ins: Path) -> None:
     name, path, cached = workload_images.build_image("resnet50", out, None)
     assert (name, cached) == ("kubenpu.local/resnet50:1.0", False)
     assert path.parent == out and path.name.startswith("resnet50-1.0-")
-    with images.OciArchive(path) as archive:
+    with oci.OciArchive(path) as archive:
         manifest = json.loads(archive.manifest(name)[1])
         config = json.loads(archive.read(archive.blob_name(manifest["config"]["digest"])))
         assert len(manifest["layers"]) == 3
@@ -103,14 +103,14 @@ def test_the_image_has_three_layers_and_runs_train_py(stand_ins: Path) -> None:
     assert config["config"]["WorkingDir"] == "/app"
     # Built once: the second time it is the cached archive.
     assert workload_images.build_image("resnet50", out, None) == (name, path, True)
-    with pytest.raises(images.ImageError, match="unknown workload image"):
+    with pytest.raises(oci.ImageError, match="unknown workload image"):
         workload_images.build_image("resnet51", out, None)
 
 
 def test_the_key_follows_the_script_and_the_requirements(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(images, "_tool_version", lambda argv: "GNU strip 2.40")
+    monkeypatch.setattr(images, "tool_version", lambda argv: "GNU strip 2.40")
     before = workload_images.resnet50_key("r")
     assert workload_images.resnet50_key("r") == before
     assert workload_images.resnet50_key("other rootfs") != before

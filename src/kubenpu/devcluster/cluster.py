@@ -34,7 +34,16 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from kubenpu import names
-from kubenpu.devcluster import binaries, controlplane, network, nodeconfig, pki, processes, realnode
+from kubenpu.devcluster import (
+    binaries,
+    controlplane,
+    network,
+    nodeconfig,
+    pki,
+    processes,
+    realnode,
+    registry_client,
+)
 from kubenpu.devcluster import extender as dev_extender
 from kubenpu.devcluster import images as dev_images
 from kubenpu.devcluster import registry as dev_registry
@@ -288,7 +297,7 @@ class DevCluster:
         as ``npu-registry.example.com/<repository>:<tag>``; return its digest."""
         if not self.registry_port:
             raise KubeNpuError("this dev cluster has no registry (agent nodes only)")
-        return dev_images.push(
+        return registry_client.push(
             archive,
             f"127.0.0.1:{self.registry_port}",
             repository,

@@ -1,7 +1,8 @@
 """The container images of the real-node dev cluster, built without Docker or a registry.
 
-Three images, each written as an OCI image-layout archive (one ``.tar``) that
-``ctr -n k8s.io images import`` loads into containerd:
+Each is an OCI image-layout archive (one ``.tar``, written by :mod:`kubenpu.devcluster.oci`)
+that ``ctr -n k8s.io images import`` loads into containerd and
+:mod:`kubenpu.devcluster.registry_client` pushes to the dev cluster's registry:
 
 * ``kubenpu.local/pause:<v>``: the pod sandbox, one static binary built here from
   ``hack/images/pause.c``;
@@ -11,15 +12,12 @@ Three images, each written as an OCI image-layout archive (one ``.tar``) that
   ``examples/npu-check/npu_check.py``, a workload that reports the NPUs it was given;
 * ``kubenpu.local/kube-scheduler:<Kubernetes version>``: the control plane's static
   ``kube-scheduler`` binary (``binaries.bin_dir()``) alone in one layer, for the Helm
-  chart's secondary scheduler.
+  chart's secondary scheduler;
+* ``kubenpu.local/resnet50:<version>``: the seed's training job, built by
+  :mod:`kubenpu.devcluster.workload_images` on the same Debian layer.
 
 Every archive is cached in ``<cache_root>/images`` under a name carrying a hash of
-everything it is built from, so a build whose inputs did not change does nothing. The
-writer is deterministic (sorted tar entries, zero timestamps and owners, gzip without a
-time stamp): the same inputs give the same digests.
-
-:func:`push` sends such an archive to a registry that speaks the OCI distribution API
-over HTTPS, using only ``http.client`` and ``ssl``.
+everything it is built from, so a build whose inputs did not change does nothing.
 
 CLI: ``python -m kubenpu.devcluster.images build [--only NAME]`` (and ``push``).
 """
@@ -27,40 +25,40 @@ CLI: ``python -m kubenpu.devcluster.images build [--only NAME]`` (and ``push``).
 from __future__ import annotations
 
 import argparse
-import base64
 import configparser
 import contextlib
 import functools
-import gzip
 import hashlib
-import http.client
-import io
-import ipaddress
 import json
 import os
 import re
 import shutil
-import socket
-import ssl
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
 import tomllib
-import urllib.parse
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from glob import escape as glob_escape
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import Any, Final
 
 from kubenpu.devcluster.binaries import KUBERNETES_VERSION, bin_dir, cache_root
+from kubenpu.devcluster.oci import (
+    ImageConfig,
+    ImageError,
+    OciArchive,
+    WrittenImage,
+    add_dir,
+    canonical_json,
+    sha256_file,
+    split_reference,
+    write_oci_archive,
+)
+from kubenpu.devcluster.registry_client import push
 from kubenpu.errors import KubeNpuError
-
-# ---------------------------------------------------------------------------------------
-# Names and media types
-# ---------------------------------------------------------------------------------------
 
 #: The registry part of every image built here: a name that resolves nowhere, so a pull
 #: that misses the local store fails at once instead of going off the machine.
@@ -68,818 +66,14 @@ LOCAL_REGISTRY: Final = "kubenpu.local"
 #: The sandbox image containerd is configured with (the Kubernetes release's pause tag).
 PAUSE_IMAGE: Final = f"{LOCAL_REGISTRY}/pause:3.10"
 
-MEDIA_TYPE_INDEX: Final = "application/vnd.oci.image.index.v1+json"
-MEDIA_TYPE_MANIFEST: Final = "application/vnd.oci.image.manifest.v1+json"
-MEDIA_TYPE_CONFIG: Final = "application/vnd.oci.image.config.v1+json"
-MEDIA_TYPE_LAYER_GZIP: Final = "application/vnd.oci.image.layer.v1.tar+gzip"
-#: The annotation the OCI image-layout spec names images by.
-ANNOTATION_REF_NAME: Final = "org.opencontainers.image.ref.name"
-#: The annotation containerd's importer takes the full image name from.
-ANNOTATION_CONTAINERD_NAME: Final = "io.containerd.image.name"
-
-# Bump when the writer's output (or a builder) changes in a way the hashed inputs do not
-# show, so that every cached archive is rebuilt once.
-_FORMAT_VERSION: Final = "1"
-# One fixed time for every image: "created" must be a time, and a real one would make
-# two builds of the same inputs differ.
-_EPOCH: Final = "1970-01-01T00:00:00Z"
-# Level 6 is zlib's default: within a few percent of 9 in size at a fraction of the
-# time, which matters for the few hundred megabytes of the kubenpu layer on two cores.
-_GZIP_LEVEL: Final = 6
-_CHUNK: Final = 1 << 20
-
 # src/kubenpu/devcluster/images.py -> the repository root.
 _REPO_ROOT = Path(__file__).resolve().parents[3]
 PAUSE_SOURCE: Final = _REPO_ROOT / "hack" / "images" / "pause.c"
 NPU_CHECK_SOURCE: Final = _REPO_ROOT / "examples" / "npu-check" / "npu_check.py"
 
-
-class ImageError(KubeNpuError):
-    """An image could not be built or read (a tool failed, an archive is malformed)."""
-
-
-class PushError(ImageError):
-    """A registry refused a push, or answered something the distribution API does not."""
-
-
-# ---------------------------------------------------------------------------------------
-# Deterministic tar
-# ---------------------------------------------------------------------------------------
-
-
-def _tree(root: Path, prefix: str = "") -> Iterator[str]:
-    """Relative paths under root, each directory before its contents, names sorted."""
-    for entry in sorted(os.scandir(root / prefix if prefix else root), key=lambda e: e.name):
-        rel = f"{prefix}{entry.name}"
-        yield rel
-        if entry.is_dir(follow_symlinks=False):
-            yield from _tree(root, rel + "/")
-
-
-def tar_directory(root: Path, dest: Path) -> Path:
-    """Write the tree under ``root`` as an uncompressed tar at ``dest`` and return ``dest``.
-
-    Entries are named relative to ``root`` (``usr/bin/x``), in sorted order with each
-    directory before its contents; every mtime is 0, every owner 0:0 without names.
-    Permission bits, symlinks and hard links are kept; sockets are left out. The GNU
-    format spells long names without pax headers, which would carry times.
-    """
-    with (
-        dest.open("wb") as out,
-        tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar,
-    ):
-        for rel in _tree(root):
-            path = root / rel
-            info = tar.gettarinfo(str(path), arcname=rel)
-            if info is None:  # a socket: nothing a container image can carry
-                continue
-            info.mtime = 0
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            if info.isreg():
-                with path.open("rb") as src:
-                    tar.addfile(info, src)
-            else:
-                tar.addfile(info)
-    return dest
-
-
-# ---------------------------------------------------------------------------------------
-# OCI image layout
-# ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ImageConfig:
-    """The run-time part of an image config (what ``docker inspect`` calls Config)."""
-
-    entrypoint: Sequence[str] = ()
-    cmd: Sequence[str] = ()
-    #: ``NAME=value`` strings, in order.
-    env: Sequence[str] = ()
-    working_dir: str = ""
-    #: ``uid[:gid]`` or a user name from the image's /etc/passwd; empty is root.
-    user: str = ""
-    labels: Mapping[str, str] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        """The config object of the OCI image config, empty fields left out."""
-        out: dict[str, Any] = {}
-        if self.user:
-            out["User"] = self.user
-        if self.env:
-            out["Env"] = list(self.env)
-        if self.entrypoint:
-            out["Entrypoint"] = list(self.entrypoint)
-        if self.cmd:
-            out["Cmd"] = list(self.cmd)
-        if self.working_dir:
-            out["WorkingDir"] = self.working_dir
-        if self.labels:
-            out["Labels"] = dict(sorted(self.labels.items()))
-        return out
-
-
-@dataclass(frozen=True)
-class Descriptor:
-    """An OCI content descriptor: what a blob is, its digest and size."""
-
-    media_type: str
-    digest: str
-    size: int
-
-    def to_json(self) -> dict[str, Any]:
-        """The descriptor as the OCI JSON documents spell it."""
-        return {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
-
-
-@dataclass(frozen=True)
-class WrittenImage:
-    """What :func:`write_oci_archive` wrote."""
-
-    path: Path
-    name: str
-    #: The manifest digest: what a registry and containerd know the image by.
-    digest: str
-    config: Descriptor
-    layers: tuple[Descriptor, ...]
-    #: sha256 of each uncompressed layer, as in the config's rootfs.
-    diff_ids: tuple[str, ...]
-
-
-_REFERENCE = re.compile(
-    r"^(?P<repository>[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?"
-    r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)+)"
-    r":(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})$"
-)
-
-
-def split_reference(name: str) -> tuple[str, str]:
-    """``kubenpu.local/pause:3.10`` -> (``kubenpu.local/pause``, ``3.10``).
-
-    The reference must name a registry host, a repository and a tag (no digest): that is
-    what containerd stores an imported image under.
-    """
-    match = _REFERENCE.match(name)
-    if not match:
-        raise ImageError(
-            f"image name {name!r} is not REGISTRY/REPOSITORY:TAG (lower-case repository, "
-            "e.g. kubenpu.local/pause:3.10)"
-        )
-    return match.group("repository"), match.group("tag")
-
-
-def _canonical(obj: Any) -> bytes:
-    # Sorted keys, no spaces: one spelling per document, so one digest.
-    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return "sha256:" + digest.hexdigest()
-
-
-class _HashingWriter(io.RawIOBase):
-    """A sink that hashes and counts what passes through on its way to a file."""
-
-    def __init__(self, out: IO[bytes]) -> None:
-        self._out = out
-        self.digest = hashlib.sha256()
-        self.size = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        view = memoryview(data)
-        self.digest.update(view)
-        self._out.write(view)
-        self.size += len(view)
-        return len(view)
-
-
-def _gzip_layer(tar_path: Path, out_path: Path) -> tuple[str, str, int]:
-    """Compress a layer: (diff_id, blob digest, blob size), both read in one pass."""
-    diff = hashlib.sha256()
-    with tar_path.open("rb") as src, out_path.open("wb") as raw:
-        sink = _HashingWriter(raw)
-        # filename="" and mtime=0: the gzip header otherwise records both, and the same
-        # layer would get a new digest on every build.
-        with gzip.GzipFile(
-            filename="", mode="wb", fileobj=sink, compresslevel=_GZIP_LEVEL, mtime=0
-        ) as gz:
-            while chunk := src.read(_CHUNK):
-                diff.update(chunk)
-                gz.write(chunk)
-    return "sha256:" + diff.hexdigest(), "sha256:" + sink.digest.hexdigest(), sink.size
-
-
-def _layer_blob(tar_path: Path, blobs: Path, layer_cache: Path | None) -> tuple[str, Descriptor]:
-    """Put the gzipped layer into ``blobs``; return (diff_id, descriptor).
-
-    With a layer cache, a layer compressed before (same uncompressed digest) is copied
-    instead: the shared Debian layer is then compressed once, not once per image. The
-    result is the same either way because the compression is deterministic.
-    """
-    if layer_cache is None:
-        return _compress_into(tar_path, blobs)
-    diff_id = _sha256_file(tar_path)
-    hex_id = diff_id.split(":", 1)[1]
-    cached_blob = layer_cache / f"{hex_id}.tar.gz"
-    cached_meta = layer_cache / f"{hex_id}.json"
-    with contextlib.suppress(OSError, ValueError, KeyError):
-        meta = json.loads(cached_meta.read_text())
-        if cached_blob.stat().st_size == meta["size"]:
-            shutil.copyfile(cached_blob, blobs / meta["digest"].split(":", 1)[1])
-            return diff_id, Descriptor(MEDIA_TYPE_LAYER_GZIP, meta["digest"], meta["size"])
-    diff_id, desc = _compress_into(tar_path, blobs)
-    layer_cache.mkdir(parents=True, exist_ok=True)
-    partial = layer_cache / f"{hex_id}.partial"
-    shutil.copyfile(blobs / desc.digest.split(":", 1)[1], partial)
-    partial.rename(cached_blob)
-    # The metadata last: a blob without it is never taken for a complete one.
-    cached_meta.write_text(json.dumps({"digest": desc.digest, "size": desc.size}))
-    return diff_id, desc
-
-
-def _compress_into(tar_path: Path, blobs: Path) -> tuple[str, Descriptor]:
-    scratch = blobs / ".layer.partial"
-    diff_id, digest, size = _gzip_layer(tar_path, scratch)
-    scratch.rename(blobs / digest.split(":", 1)[1])
-    return diff_id, Descriptor(MEDIA_TYPE_LAYER_GZIP, digest, size)
-
-
-def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mode = 0o644
-    tar.addfile(info, io.BytesIO(data))
-
-
-def _add_dir(tar: tarfile.TarFile, name: str) -> None:
-    info = tarfile.TarInfo(name)
-    info.type = tarfile.DIRTYPE
-    info.mode = 0o755
-    tar.addfile(info)
-
-
-def write_oci_archive(
-    layers: Sequence[Path],
-    config: ImageConfig,
-    name: str,
-    dest: Path,
-    *,
-    layer_cache: Path | None = None,
-) -> WrittenImage:
-    """Write an OCI image-layout archive of one linux/amd64 image to ``dest``.
-
-    ``layers`` go bottom first; each is an uncompressed tar file or a directory (tarred
-    with :func:`tar_directory`). ``name`` is the full reference (``kubenpu.local/x:1``);
-    ``index.json`` carries it in both the OCI ref-name annotation and the one containerd's
-    importer reads, so ``ctr images import`` stores the image under exactly that name.
-    The archive appears at ``dest`` only when complete.
-    """
-    split_reference(name)  # refuse a bad name before any work
-    if not layers:
-        raise ImageError(f"{name}: an image needs at least one layer")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".oci-", dir=dest.parent) as tmp:
-        work = Path(tmp)
-        blobs = work / "blobs"
-        blobs.mkdir()
-        diff_ids: list[str] = []
-        layer_descs: list[Descriptor] = []
-        for i, layer in enumerate(layers):
-            if layer.is_dir():
-                tar_path = tar_directory(layer, work / f"layer-{i}.tar")
-            elif layer.is_file():
-                tar_path = layer
-            else:
-                raise ImageError(f"{name}: layer {layer} is neither a tar file nor a directory")
-            diff_id, desc = _layer_blob(tar_path, blobs, layer_cache)
-            if tar_path != layer:
-                tar_path.unlink()
-            diff_ids.append(diff_id)
-            layer_descs.append(desc)
-
-        config_doc = {
-            "architecture": "amd64",
-            "os": "linux",
-            "created": _EPOCH,
-            "config": config.to_json(),
-            "rootfs": {"type": "layers", "diff_ids": diff_ids},
-        }
-        config_bytes = _canonical(config_doc)
-        config_desc = Descriptor(
-            MEDIA_TYPE_CONFIG,
-            "sha256:" + hashlib.sha256(config_bytes).hexdigest(),
-            len(config_bytes),
-        )
-        manifest_bytes = _canonical(
-            {
-                "schemaVersion": 2,
-                "mediaType": MEDIA_TYPE_MANIFEST,
-                "config": config_desc.to_json(),
-                "layers": [d.to_json() for d in layer_descs],
-            }
-        )
-        manifest_digest = "sha256:" + hashlib.sha256(manifest_bytes).hexdigest()
-        index_bytes = _canonical(
-            {
-                "schemaVersion": 2,
-                "mediaType": MEDIA_TYPE_INDEX,
-                "manifests": [
-                    {
-                        "mediaType": MEDIA_TYPE_MANIFEST,
-                        "digest": manifest_digest,
-                        "size": len(manifest_bytes),
-                        "platform": {"architecture": "amd64", "os": "linux"},
-                        "annotations": {
-                            ANNOTATION_CONTAINERD_NAME: name,
-                            ANNOTATION_REF_NAME: name,
-                        },
-                    }
-                ],
-            }
-        )
-
-        partial = work / "archive.tar"
-        with (
-            partial.open("wb") as out,
-            tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar,
-        ):
-            # The small documents first, so a reader finds the index without scanning
-            # past hundreds of megabytes of layers.
-            _add_bytes(tar, "oci-layout", _canonical({"imageLayoutVersion": "1.0.0"}))
-            _add_bytes(tar, "index.json", index_bytes)
-            _add_dir(tar, "blobs/")
-            _add_dir(tar, "blobs/sha256/")
-            small = {
-                manifest_digest: manifest_bytes,
-                config_desc.digest: config_bytes,
-            }
-            for digest in sorted(small):
-                _add_bytes(tar, f"blobs/sha256/{digest.split(':', 1)[1]}", small[digest])
-            for desc in sorted({d.digest: d for d in layer_descs}.values(), key=lambda d: d.digest):
-                blob = blobs / desc.digest.split(":", 1)[1]
-                info = tarfile.TarInfo(f"blobs/sha256/{blob.name}")
-                info.size = desc.size
-                info.mode = 0o644
-                with blob.open("rb") as src:
-                    tar.addfile(info, src)
-        os.replace(partial, dest)
-    return WrittenImage(
-        path=dest,
-        name=name,
-        digest=manifest_digest,
-        config=config_desc,
-        layers=tuple(layer_descs),
-        diff_ids=tuple(diff_ids),
-    )
-
-
-class OciArchive:
-    """Read access to an archive written by :func:`write_oci_archive` (or any OCI
-    image-layout tar with one image manifest per name). Use as a context manager."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        try:
-            # Held open for the object's life (blobs are streamed from it); close() ends it.
-            self._tar = tarfile.open(path, mode="r:")  # noqa: SIM115
-        except (OSError, tarfile.TarError) as exc:
-            raise ImageError(f"{path}: not a readable tar archive: {exc}") from exc
-        # Some writers prefix "./"; the layout spec names the files without it.
-        self._members = {m.name.removeprefix("./").rstrip("/"): m for m in self._tar}
-
-    def __enter__(self) -> OciArchive:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close the underlying tar file."""
-        self._tar.close()
-
-    def names(self) -> list[str]:
-        """The archive's member names (without a leading ``./``)."""
-        return list(self._members)
-
-    def read(self, name: str) -> bytes:
-        """A member's bytes (for the small documents: index, manifest, config)."""
-        with self.open(name) as f:
-            return f.read()
-
-    def open(self, name: str) -> IO[bytes]:
-        """A member as a readable stream (for layers)."""
-        member = self._members.get(name)
-        stream = self._tar.extractfile(member) if member is not None else None
-        if stream is None:
-            raise ImageError(f"{self.path}: no file {name!r} in the archive")
-        return stream
-
-    def blob_name(self, digest: str) -> str:
-        """The member holding the blob with ``digest``."""
-        algorithm, _, hex_digest = digest.partition(":")
-        return f"blobs/{algorithm}/{hex_digest}"
-
-    def blob_size(self, digest: str) -> int:
-        """The size in bytes of the blob with ``digest``."""
-        member = self._members.get(self.blob_name(digest))
-        if member is None:
-            raise ImageError(f"{self.path}: blob {digest} is missing")
-        return member.size
-
-    def index(self) -> dict[str, Any]:
-        """``index.json``, parsed."""
-        doc: dict[str, Any] = json.loads(self.read("index.json"))
-        return doc
-
-    def manifest(self, name: str | None = None) -> tuple[Descriptor, bytes]:
-        """The image manifest's descriptor and bytes: the one annotated with ``name``, or
-        the only one when ``name`` is None."""
-        entries = self.index().get("manifests", [])
-        if name is not None:
-            entries = [
-                m
-                for m in entries
-                if name
-                in (
-                    m.get("annotations", {}).get(ANNOTATION_CONTAINERD_NAME),
-                    m.get("annotations", {}).get(ANNOTATION_REF_NAME),
-                )
-            ]
-        if len(entries) != 1:
-            what = f"named {name!r}" if name else "in all"
-            raise ImageError(
-                f"{self.path}: expected one image manifest {what}, found {len(entries)}"
-            )
-        entry = entries[0]
-        if entry.get("mediaType") != MEDIA_TYPE_MANIFEST:
-            raise ImageError(f"{self.path}: {entry.get('mediaType')} is not an image manifest")
-        data = self.read(self.blob_name(entry["digest"]))
-        if "sha256:" + hashlib.sha256(data).hexdigest() != entry["digest"]:
-            raise ImageError(f"{self.path}: manifest {entry['digest']} does not match its bytes")
-        return Descriptor(MEDIA_TYPE_MANIFEST, entry["digest"], len(data)), data
-
-
-# ---------------------------------------------------------------------------------------
-# Pushing to a registry (OCI distribution API)
-# ---------------------------------------------------------------------------------------
-
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_REPOSITORY = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_CHALLENGE_PARAM = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
-
-
-def parse_address(address: str) -> tuple[str, int]:
-    """``10.0.0.5:5000`` or ``[fd00::1]:5000`` -> (ip, port). Names are refused: nothing
-    here ever resolves one, so no lookup can send traffic anywhere unexpected."""
-    host, sep, port_text = address.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    try:
-        ip = ipaddress.ip_address(host)
-        port = int(port_text)
-    except ValueError:
-        ip, port = None, 0
-    if not sep or ip is None or not 0 < port < 65536:
-        raise PushError(f"registry address {address!r} is not IP:PORT (names are never resolved)")
-    return str(ip), port
-
-
-def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
-    """``Bearer realm="https://...",service="x"`` -> (``bearer``, {realm, service}).
-
-    Only the first challenge is read: registries send one.
-    """
-    scheme, _, rest = header.strip().partition(" ")
-    params = {
-        m.group(1).lower(): m.group(2).replace('\\"', '"') if m.group(2) is not None else m.group(3)
-        for m in _CHALLENGE_PARAM.finditer(rest)
-    }
-    return scheme.lower(), params
-
-
-# A body for a request: bytes, or something that opens a fresh stream (so a request can be
-# sent again after an authentication challenge) together with its length.
-_Body = bytes | tuple[Callable[[], IO[bytes]], int] | None
-
-
-@dataclass
-class _Response:
-    status: int
-    headers: http.client.HTTPMessage
-    body: bytes
-
-
-class _Connection(http.client.HTTPSConnection):
-    """HTTPS to an IP address, verifying the certificate against ``server_name`` (the
-    IP itself, or the name the certificate was issued for)."""
-
-    def __init__(
-        self, host: str, port: int, *, tls: ssl.SSLContext, server_name: str, timeout: float
-    ) -> None:
-        super().__init__(host, port, timeout=timeout, context=tls)
-        self._tls = tls
-        self._server_name = server_name
-        self.blocksize = _CHUNK
-
-    def connect(self) -> None:
-        # socket.create_connection with an IP literal does no name lookup.
-        self.sock = socket.create_connection((self.host, self.port), self.timeout)
-        self.sock = self._tls.wrap_socket(self.sock, server_hostname=self._server_name)
-
-
-class _RegistryClient:
-    """One repository on one registry: requests with authentication handled."""
-
-    def __init__(
-        self,
-        address: str,
-        repository: str,
-        *,
-        username: str | None,
-        password: str | None,
-        cafile: str | None,
-        server_name: str | None,
-        timeout: float,
-    ) -> None:
-        self.host, self.port = parse_address(address)
-        self.repository = repository
-        self.username = username
-        self.password = password
-        self.server_name = server_name or self.host
-        self.timeout = timeout
-        self.tls = ssl.create_default_context(cafile=cafile)
-        self._authorization: str | None = None
-        self._host_header = (
-            f"{server_name}:{self.port}"
-            if server_name
-            else (f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}")
-        )
-
-    def _send(
-        self,
-        host: str,
-        port: int,
-        server_name: str,
-        method: str,
-        target: str,
-        body: _Body,
-        headers: Mapping[str, str],
-    ) -> _Response:
-        conn = _Connection(host, port, tls=self.tls, server_name=server_name, timeout=self.timeout)
-        try:
-            send_headers = dict(headers)
-            stream: IO[bytes] | None = None
-            payload: bytes | IO[bytes] | None
-            if isinstance(body, tuple):
-                opener, length = body
-                stream = payload = opener()
-                send_headers["Content-Length"] = str(length)
-            else:
-                payload = body
-                if body is not None or method in ("POST", "PUT"):
-                    send_headers["Content-Length"] = str(len(body or b""))
-            try:
-                conn.request(method, target, body=payload, headers=send_headers)
-                response = conn.getresponse()
-                data = response.read()
-            finally:
-                if stream is not None:
-                    stream.close()
-            return _Response(response.status, response.headers, data)
-        except (OSError, http.client.HTTPException) as exc:
-            raise PushError(f"{method} https://{host}:{port}{target}: {exc}") from exc
-        finally:
-            conn.close()
-
-    def request(
-        self,
-        method: str,
-        target: str,
-        *,
-        body: _Body = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> _Response:
-        """Send one request to the registry; on a 401, answer the challenge once and
-        send it again."""
-        for attempt in range(2):
-            send = {"Host": self._host_header, "User-Agent": "kubenpu-images/1"}
-            send.update(headers or {})
-            if self._authorization:
-                send["Authorization"] = self._authorization
-            response = self._send(
-                self.host, self.port, self.server_name, method, target, body, send
-            )
-            if response.status != 401:
-                return response
-            if attempt == 0:
-                self._authenticate(response.headers.get("WWW-Authenticate", ""), method, target)
-        scheme = (self._authorization or "none").split(" ", 1)[0]
-        if scheme == "Basic":
-            raise PushError(
-                f"registry {self.host}:{self.port} refused the credentials of user "
-                f"{self.username!r} ({method} {target}: 401)"
-            )
-        raise PushError(
-            f"registry {self.host}:{self.port} refused the token it issued ({method} {target}: "
-            f"401; may user {self.username!r} push to {self.repository}?)"
-        )
-
-    def _basic(self) -> str:
-        if self.username is None or self.password is None:
-            raise PushError(
-                f"registry {self.host}:{self.port} asks for credentials and none were given "
-                "(--username and a password)"
-            )
-        token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
-        return f"Basic {token}"
-
-    def _authenticate(self, challenge: str, method: str, target: str) -> None:
-        scheme, params = parse_challenge(challenge)
-        if scheme == "basic":
-            if self._authorization and self._authorization.startswith("Basic "):
-                raise PushError(
-                    f"registry {self.host}:{self.port} refused the credentials of user "
-                    f"{self.username!r} ({method} {target}: 401)"
-                )
-            self._authorization = self._basic()
-        elif scheme == "bearer":
-            self._authorization = f"Bearer {self._token(params)}"
-        else:
-            raise PushError(
-                f"{method} {target}: 401 without a Basic or Bearer challenge "
-                f"(WWW-Authenticate: {challenge!r})"
-            )
-
-    def _token(self, params: Mapping[str, str]) -> str:
-        """Fetch a token from the challenge's realm (the Docker token flow)."""
-        realm = params.get("realm", "")
-        url = urllib.parse.urlsplit(realm)
-        if url.scheme != "https" or not url.hostname:
-            raise PushError(f"token realm {realm!r} is not an https:// URL")
-        host = url.hostname
-        port = url.port or 443
-        try:
-            host = str(ipaddress.ip_address(host))
-            # The registry's own address: verify as the registry is verified.
-            server_name = self.server_name if host == self.host else host
-        except ValueError:
-            # A name: it can only be the registry's own certificate name, which we were
-            # told how to reach; any other would need a lookup, which is never done.
-            if host != self.server_name:
-                raise PushError(
-                    f"token realm {realm!r} names host {host!r}, which is neither an IP "
-                    f"address nor the registry's server name ({self.server_name}); names "
-                    "are never resolved"
-                ) from None
-            server_name, host = host, self.host
-        scopes = [f"repository:{self.repository}:pull,push"]
-        if params.get("scope") and params["scope"] not in scopes:
-            scopes.append(params["scope"])
-        query = [("service", params["service"])] if params.get("service") else []
-        query += [("scope", s) for s in scopes]
-        target = (url.path or "/") + "?" + urllib.parse.urlencode(query)
-        if url.query:
-            target += "&" + url.query
-        headers = {"Host": url.netloc, "User-Agent": "kubenpu-images/1"}
-        if self.username is not None and self.password is not None:
-            headers["Authorization"] = self._basic()
-        response = self._send(host, port, server_name, "GET", target, None, headers)
-        if response.status != 200:
-            raise PushError(
-                f"token server {realm} answered {response.status}: {_error_text(response)}"
-            )
-        try:
-            doc = json.loads(response.body)
-            token = doc.get("token") or doc.get("access_token")
-        except (ValueError, AttributeError):
-            token = None
-        if not isinstance(token, str) or not token:
-            raise PushError(f"token server {realm} sent no token")
-        return token
-
-
-def _error_text(response: _Response) -> str:
-    """The registry's error message(s), from the distribution API's error body."""
-    try:
-        errors = json.loads(response.body).get("errors") or []
-        text = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors)
-    except (ValueError, AttributeError):
-        text = ""
-    return text or response.body[:200].decode("utf-8", "replace") or "(no body)"
-
-
-def _expect(response: _Response, what: str, *statuses: int) -> _Response:
-    if response.status not in statuses:
-        raise PushError(f"{what}: registry answered {response.status}: {_error_text(response)}")
-    return response
-
-
-def _upload_target(location: str, digest: str) -> str:
-    """The PUT target that completes an upload: Location's path and query plus the digest.
-
-    Only the path is taken from an absolute Location: the request still goes to the
-    registry's address, since following a host name would mean resolving it.
-    """
-    url = urllib.parse.urlsplit(location)
-    query = urllib.parse.parse_qsl(url.query, keep_blank_values=True)
-    query.append(("digest", digest))
-    return (url.path or "/") + "?" + urllib.parse.urlencode(query)
-
-
-def push(
-    archive: Path,
-    registry: str,
-    repository: str,
-    tag: str,
-    *,
-    username: str | None = None,
-    password: str | None = None,
-    cafile: Path | str | None = None,
-    server_name: str | None = None,
-    timeout: float = 120.0,
-) -> str:
-    """Push the image in ``archive`` to ``https://<registry>/<repository>:<tag>``.
-
-    ``registry`` is ``IP:PORT``: names are never resolved. Blobs the registry already has
-    (HEAD answers 200) are skipped; the others go up as monolithic uploads (POST, then
-    PUT with the digest); the manifest goes last, as ``application/vnd.oci.image.manifest
-    .v1+json``. Authentication follows the registry's challenge: Basic with the given
-    credentials, or Bearer with a token fetched from the challenge's realm (using the
-    credentials, if any). ``cafile`` is the CA bundle to trust (default: the system's);
-    ``server_name`` is the name the registry's certificate was issued for when it holds
-    no IP address entry. Returns the manifest digest.
-    """
-    if not _REPOSITORY.match(repository):
-        raise PushError(f"repository {repository!r} is not a valid repository name")
-    if not _TAG.match(tag):
-        raise PushError(f"tag {tag!r} is not a valid tag")
-    client = _RegistryClient(
-        registry,
-        repository,
-        username=username,
-        password=password,
-        cafile=str(cafile) if cafile is not None else None,
-        server_name=server_name,
-        timeout=timeout,
-    )
-    with OciArchive(archive) as image:
-        manifest_desc, manifest = image.manifest()
-        doc = json.loads(manifest)
-        blobs = [doc["config"], *doc.get("layers", [])]
-        # The version check: a 200 or a 401 (answered once here, before any large body).
-        _expect(client.request("GET", "/v2/"), f"GET {registry}/v2/", 200)
-        base = f"/v2/{repository}"
-        for blob in blobs:
-            digest = blob["digest"]
-            head = client.request("HEAD", f"{base}/blobs/{digest}")
-            if head.status == 200:
-                continue
-            _expect(head, f"HEAD {base}/blobs/{digest}", 404)
-            started = _expect(
-                client.request("POST", f"{base}/blobs/uploads/", body=b""),
-                f"POST {base}/blobs/uploads/",
-                202,
-            )
-            location = started.headers.get("Location")
-            if not location:
-                raise PushError(f"POST {base}/blobs/uploads/: 202 without a Location")
-            size = image.blob_size(digest)
-            name = image.blob_name(digest)
-            _expect(
-                client.request(
-                    "PUT",
-                    _upload_target(location, digest),
-                    body=(lambda name=name: image.open(name), size),
-                    headers={"Content-Type": "application/octet-stream"},
-                ),
-                f"PUT blob {digest}",
-                201,
-            )
-        put = _expect(
-            client.request(
-                "PUT",
-                f"{base}/manifests/{tag}",
-                body=manifest,
-                headers={"Content-Type": MEDIA_TYPE_MANIFEST},
-            ),
-            f"PUT {base}/manifests/{tag}",
-            201,
-        )
-    stored = put.headers.get("Docker-Content-Digest")
-    if stored and stored != manifest_desc.digest:
-        raise PushError(
-            f"registry stored the manifest as {stored}, not {manifest_desc.digest} (it "
-            "rewrote the manifest)"
-        )
-    return manifest_desc.digest
+# Bump when the writer's output (or a builder) changes in a way the hashed inputs do not
+# show, so that every cached archive is rebuilt once.
+_FORMAT_VERSION: Final = "1"
 
 
 # ---------------------------------------------------------------------------------------
@@ -944,11 +138,11 @@ def cached_build(path: Path, build: Callable[[Path], object]) -> tuple[Path, boo
 # ---------------------------------------------------------------------------------------
 
 
-def _log(message: str) -> None:
+def build_log(message: str) -> None:
     print(f"images: {message}", file=sys.stderr, flush=True)
 
 
-def _run(argv: Sequence[str], what: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+def run_tool(argv: Sequence[str], what: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     """Run a tool; on failure raise ImageError with the end of its output."""
     try:
         result = subprocess.run(list(argv), capture_output=True, text=True, check=False, **kwargs)
@@ -960,7 +154,7 @@ def _run(argv: Sequence[str], what: str, **kwargs: Any) -> subprocess.CompletedP
     return result
 
 
-def _tool_version(argv: Sequence[str]) -> str:
+def tool_version(argv: Sequence[str]) -> str:
     """A tool's version banner, for cache keys (a new compiler makes a new binary)."""
     try:
         result = subprocess.run(list(argv), capture_output=True, text=True, check=False)
@@ -979,11 +173,11 @@ def kubenpu_version() -> str:
     return __version__
 
 
-def _config_json(config: ImageConfig) -> str:
-    return _canonical(config.to_json()).decode()
+def config_json(config: ImageConfig) -> str:
+    return canonical_json(config.to_json()).decode()
 
 
-def _mkdirs(root: Path, *dirs: str) -> None:
+def make_dirs(root: Path, *dirs: str) -> None:
     # Explicit 0755 at every level: the layer's directory entries replace the base's, so
     # a umask-dependent mode would change /usr or /etc for the whole image.
     for rel in dirs:
@@ -994,7 +188,7 @@ def _mkdirs(root: Path, *dirs: str) -> None:
             path.chmod(0o755)
 
 
-def _write(path: Path, data: bytes | str, mode: int) -> None:
+def write_file(path: Path, data: bytes | str, mode: int) -> None:
     path.write_bytes(data.encode() if isinstance(data, str) else data)
     path.chmod(mode)
 
@@ -1016,9 +210,9 @@ def _pause_key() -> str:
     return inputs_hash(
         "pause",
         PAUSE_SOURCE.read_bytes(),
-        _tool_version(["gcc", "--version"]),
+        tool_version(["gcc", "--version"]),
         " ".join(_GCC_FLAGS),
-        _config_json(PAUSE_CONFIG),
+        config_json(PAUSE_CONFIG),
     )
 
 
@@ -1028,7 +222,7 @@ def _build_pause(dest: Path, *, layer_cache: Path | None) -> WrittenImage:
         root.mkdir()
         root.chmod(0o755)
         binary = root / "pause"
-        _run(
+        run_tool(
             ["gcc", *_GCC_FLAGS, "-o", str(binary), str(PAUSE_SOURCE)],
             "compiling hack/images/pause.c",
         )
@@ -1100,14 +294,14 @@ def _mmdebstrap_argv(out: str, sources: str) -> list[str]:
     return argv
 
 
-def _rootfs_key() -> str:
+def base_rootfs_key() -> str:
     sources = apt_sources()
     return inputs_hash(
         "debian-rootfs",
         " ".join(_mmdebstrap_argv("OUT", str(sources))),
         sources.read_bytes(),
         ",".join(DEBIAN_PACKAGES),
-        _tool_version(["mmdebstrap", "--version"]),
+        tool_version(["mmdebstrap", "--version"]),
     )
 
 
@@ -1115,23 +309,25 @@ def base_rootfs(directory: Path | None = None, *, key: str | None = None) -> tup
     """The Debian root filesystem tar shared by the kubenpu and npu-check images:
     ``(path, cached)``. Made with mmdebstrap (needs root, or user namespaces) on a miss;
     ``key`` is its inputs' hash when the caller has it already."""
-    key = key or _rootfs_key()
+    key = key or base_rootfs_key()
     path = (directory or images_dir()) / "rootfs" / f"debian-{DEBIAN_SUITE}-{key}.tar"
 
     def build(dest: Path) -> None:
         if shutil.which("mmdebstrap") is None:
             raise ImageError("mmdebstrap is not installed (apt-get install mmdebstrap)")
         partial = dest.with_name(dest.name + ".partial.tar")
-        _log(f"making the Debian {DEBIAN_SUITE} root filesystem with mmdebstrap (about a minute)")
+        build_log(
+            f"making the Debian {DEBIAN_SUITE} root filesystem with mmdebstrap (about a minute)"
+        )
         # SOURCE_DATE_EPOCH: mmdebstrap clamps file times to it, so the tar depends on the
         # packages only.
         env = {**os.environ, "SOURCE_DATE_EPOCH": "0"}
         try:
-            _run(_mmdebstrap_argv(str(partial), str(apt_sources())), "mmdebstrap", env=env)
+            run_tool(_mmdebstrap_argv(str(partial), str(apt_sources())), "mmdebstrap", env=env)
             # --skip=output/dev leaves out /dev itself too; an image has it, empty, as the
             # mount point of the runtime's /dev.
             with tarfile.open(partial, mode="a", format=tarfile.GNU_FORMAT) as tar:
-                _add_dir(tar, "./dev/")
+                add_dir(tar, "./dev/")
             partial.rename(dest)
         finally:
             partial.unlink(missing_ok=True)
@@ -1232,19 +428,19 @@ def wheelhouse() -> Path:
     return cache_root() / "pip" / "wheels"
 
 
-def _pip_offline(
+def pip_offline(
     python: str, offline: Sequence[str], fetch: Sequence[str], what: str, env: Mapping[str, str]
 ) -> None:
     """Run pip from the wheelhouse alone; when that fails (a wheel is missing), run
     ``pip download`` into it and try again."""
     try:
-        _run([python, "-m", "pip", *offline], what, env=env)
+        run_tool([python, "-m", "pip", *offline], what, env=env)
         return
     except ImageError:
         pass
-    _log(f"{what}: downloading what the wheelhouse lacks into {wheelhouse()}")
-    _run([python, "-m", "pip", *fetch], f"{what} (pip download)", env=env)
-    _run([python, "-m", "pip", *offline], what, env=env)
+    build_log(f"{what}: downloading what the wheelhouse lacks into {wheelhouse()}")
+    run_tool([python, "-m", "pip", *fetch], f"{what} (pip download)", env=env)
+    run_tool([python, "-m", "pip", *offline], what, env=env)
 
 
 def _kubenpu_key(rootfs_key: str) -> str:
@@ -1258,11 +454,11 @@ def _kubenpu_key(rootfs_key: str) -> str:
         digest.hexdigest(),
         " ".join(pip_platform_args()),
         ",".join(KUBENPU_EXTRAS),
-        _config_json(_kubenpu_config()),
+        config_json(_kubenpu_config()),
     )
 
 
-def _host_python311() -> str:
+def host_python311() -> str:
     """A Python 3.11 to run pip and compileall with: its byte code must be what the
     Debian python3 (3.11) reads."""
     if sys.version_info[:2] == (3, 11):
@@ -1320,7 +516,7 @@ def _drop_direct_url(site: Path) -> None:
 
 
 def _build_kubenpu(dest: Path, rootfs: Path, *, layer_cache: Path | None) -> WrittenImage:
-    python = _host_python311()
+    python = host_python311()
     house = wheelhouse()
     house.mkdir(parents=True, exist_ok=True)
     quiet = ["--quiet", "--no-input"]
@@ -1337,11 +533,11 @@ def _build_kubenpu(dest: Path, rootfs: Path, *, layer_cache: Path | None) -> Wri
             shutil.copy2(path, target)
         wheels = work / "wheels"
         env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-        _log("building the kubenpu wheel")
+        build_log("building the kubenpu wheel")
         # The build backend (pyproject's build-system.requires) comes from the wheelhouse too.
         pyproject = tomllib.loads((context / "pyproject.toml").read_text())
         backend = list(pyproject.get("build-system", {}).get("requires", []))
-        _pip_offline(
+        pip_offline(
             python,
             ["wheel", *offline, "--no-deps", "--wheel-dir", str(wheels), str(context)],
             ["download", *quiet, "--only-binary=:all:", "--dest", str(house), *backend],
@@ -1356,11 +552,11 @@ def _build_kubenpu(dest: Path, rootfs: Path, *, layer_cache: Path | None) -> Wri
         root = work / "root"
         root.mkdir()
         root.chmod(0o755)
-        _mkdirs(root, DIST_PACKAGES, "usr/local/bin", "etc")
+        make_dirs(root, DIST_PACKAGES, "usr/local/bin", "etc")
         site = root / DIST_PACKAGES
-        _log(f"installing kubenpu and its dependencies into /{DIST_PACKAGES}")
+        build_log(f"installing kubenpu and its dependencies into /{DIST_PACKAGES}")
         platform = pip_platform_args()
-        _pip_offline(
+        pip_offline(
             python,
             ["install", *offline, "--no-compile", "--target", str(site), *platform, requirement],
             ["download", *quiet, "--dest", str(house), *platform, requirement],
@@ -1380,14 +576,14 @@ def _build_kubenpu(dest: Path, rootfs: Path, *, layer_cache: Path | None) -> Wri
         if "kubenpu" not in scripts:
             raise ImageError("the kubenpu wheel declares no 'kubenpu' console script")
         for name, target in sorted(scripts.items()):
-            _write(root / "usr/local/bin" / name, _script(target), 0o755)
+            write_file(root / "usr/local/bin" / name, _script(target), 0o755)
 
-        _log("byte-compiling")
+        build_log("byte-compiling")
         # unchecked-hash: a .pyc that records the source's mtime would never match the
         # layer's zero mtimes, and Python would recompile at every start (and fail to
         # write on the read-only root). -s/-p record the in-image paths in tracebacks.
         compile_argv = ["-q", "--invalidation-mode", "unchecked-hash", "-s", str(root), "-p", "/"]
-        _run([python, "-m", "compileall", *compile_argv, str(site)], "compileall")
+        run_tool([python, "-m", "compileall", *compile_argv, str(site)], "compileall")
 
         # The unprivileged user: the base's own entries plus one line each, as useradd
         # --system would write them.
@@ -1399,10 +595,10 @@ def _build_kubenpu(dest: Path, rootfs: Path, *, layer_cache: Path | None) -> Wri
             )
         if not re.search(r"^kubenpu:", group, re.M):
             group = group.rstrip("\n") + f"\nkubenpu:x:{KUBENPU_UID}:\n"
-        _write(root / "etc/passwd", passwd, 0o644)
-        _write(root / "etc/group", group, 0o644)
+        write_file(root / "etc/passwd", passwd, 0o644)
+        write_file(root / "etc/group", group, 0o644)
 
-        _log("writing the image")
+        build_log("writing the image")
         return write_oci_archive(
             [rootfs, root], _kubenpu_config(), kubenpu_image(), dest, layer_cache=layer_cache
         )
@@ -1431,7 +627,7 @@ def _npu_check_key(rootfs_key: str) -> str:
     if not NPU_CHECK_SOURCE.is_file():
         raise ImageError(f"{NPU_CHECK_SOURCE} is missing (run from a kubenpu source checkout)")
     return inputs_hash(
-        "npu-check", rootfs_key, NPU_CHECK_SOURCE.read_bytes(), _config_json(_npu_check_config())
+        "npu-check", rootfs_key, NPU_CHECK_SOURCE.read_bytes(), config_json(_npu_check_config())
     )
 
 
@@ -1440,8 +636,8 @@ def _build_npu_check(dest: Path, rootfs: Path, *, layer_cache: Path | None) -> W
         root = Path(tmp) / "root"
         root.mkdir()
         root.chmod(0o755)
-        _mkdirs(root, "app")
-        _write(root / "app" / "npu_check.py", NPU_CHECK_SOURCE.read_bytes(), 0o755)
+        make_dirs(root, "app")
+        write_file(root / "app" / "npu_check.py", NPU_CHECK_SOURCE.read_bytes(), 0o755)
         return write_oci_archive(
             [rootfs, root], _npu_check_config(), npu_check_image(), dest, layer_cache=layer_cache
         )
@@ -1482,8 +678,8 @@ def _kube_scheduler_config() -> ImageConfig:
 def _kube_scheduler_key() -> str:
     return inputs_hash(
         "kube-scheduler",
-        _sha256_file(_kube_scheduler_binary()),
-        _config_json(_kube_scheduler_config()),
+        sha256_file(_kube_scheduler_binary()),
+        config_json(_kube_scheduler_config()),
     )
 
 
@@ -1492,7 +688,7 @@ def _build_kube_scheduler(dest: Path, *, layer_cache: Path | None) -> WrittenIma
         root = Path(tmp) / "root"
         root.mkdir()
         root.chmod(0o755)
-        _mkdirs(root, str(Path(KUBE_SCHEDULER_PATH).parent), "tmp")
+        make_dirs(root, str(Path(KUBE_SCHEDULER_PATH).parent), "tmp")
         (root / "tmp").chmod(0o1777)
         shutil.copyfile(_kube_scheduler_binary(), root / KUBE_SCHEDULER_PATH)
         (root / KUBE_SCHEDULER_PATH).chmod(0o755)
@@ -1564,7 +760,7 @@ def build(only: Sequence[str] | None = None) -> list[BuiltImage]:
             )
         else:
             if rootfs is None:
-                rootfs_key = _rootfs_key()
+                rootfs_key = base_rootfs_key()
                 rootfs = (base_rootfs(directory, key=rootfs_key)[0], rootfs_key)
             rootfs_path, rootfs_key = rootfs
             if short == "kubenpu":

@@ -39,16 +39,18 @@ from kubenpu.devcluster.images import (
     DIST_PACKAGES,
     LOCAL_REGISTRY,
     NPU_CHECK_SOURCE,
-    ImageConfig,
-    ImageError,
-    WrittenImage,
     archive_path,
     base_rootfs,
     cached_build,
     inputs_hash,
     pip_platform_args,
-    tar_directory,
     wheelhouse,
+)
+from kubenpu.devcluster.oci import (
+    ImageConfig,
+    ImageError,
+    WrittenImage,
+    tar_directory,
     write_oci_archive,
 )
 
@@ -119,7 +121,7 @@ def _deps_key() -> str:
         ",".join(PRUNED),
         " ".join(_STRIP),
         STRIPPED_PACKAGE,
-        images._tool_version(["strip", "--version"]),
+        images.tool_version(["strip", "--version"]),
         # Byte code is what CPython 3.11 reads (any 3.11.x: one magic number).
         "cpython-3.11",
         DIST_PACKAGES,
@@ -130,7 +132,7 @@ def resnet50_key(rootfs_key: str) -> str:
     """The hash naming the archive: every input of every layer and the config."""
     app = [path.read_bytes() for path in _sources()]
     return inputs_hash(
-        "resnet50", rootfs_key, _deps_key(), *app, images._config_json(resnet50_config())
+        "resnet50", rootfs_key, _deps_key(), *app, images.config_json(resnet50_config())
     )
 
 
@@ -151,21 +153,21 @@ def shared_objects(package_dir: Path) -> list[Path]:
 
 def _build_deps(dest: Path) -> None:
     """Install, prune, strip and byte-compile the packages; tar them to ``dest``."""
-    python = images._host_python311()
+    python = images.host_python311()
     house = wheelhouse()
     house.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="resnet50-deps-", dir=dest.parent) as tmp:
         root = Path(tmp) / "root"
         root.mkdir()
         root.chmod(0o755)
-        images._mkdirs(root, DIST_PACKAGES)
+        images.make_dirs(root, DIST_PACKAGES)
         site = root / DIST_PACKAGES
         quiet = ["--quiet", "--no-input"]
         wanted = ["--no-deps", "--require-hashes", "-r", str(RESNET50_REQUIREMENTS)]
         platform = pip_platform_args()
         env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-        images._log(f"installing examples/resnet50/requirements.txt into /{DIST_PACKAGES}")
-        images._pip_offline(
+        images.build_log(f"installing examples/resnet50/requirements.txt into /{DIST_PACKAGES}")
+        images.pip_offline(
             python,
             [
                 "install",
@@ -186,11 +188,11 @@ def _build_deps(dest: Path) -> None:
         for rel in PRUNED:
             shutil.rmtree(site / rel, ignore_errors=True)
         objects = shared_objects(site / STRIPPED_PACKAGE)
-        images._log(f"stripping {len(objects)} shared objects of {STRIPPED_PACKAGE}")
+        images.build_log(f"stripping {len(objects)} shared objects of {STRIPPED_PACKAGE}")
         for chunk in range(0, len(objects), 64):
-            images._run([*_STRIP, *map(str, objects[chunk : chunk + 64])], "strip")
-        images._log("byte-compiling")
-        images._run(
+            images.run_tool([*_STRIP, *map(str, objects[chunk : chunk + 64])], "strip")
+        images.build_log("byte-compiling")
+        images.run_tool(
             [
                 python,
                 "-m",
@@ -211,7 +213,7 @@ def _build_deps(dest: Path) -> None:
             # gives the same .pyc files on every build.
             env={**os.environ, "PYTHONHASHSEED": "0"},
         )
-        images._log("writing the package layer")
+        images.build_log("writing the package layer")
         partial = dest.with_name(dest.name + ".partial")
         try:
             tar_directory(root, partial)
@@ -233,10 +235,10 @@ def _build_resnet50(
         root = Path(tmp) / "root"
         root.mkdir()
         root.chmod(0o755)
-        images._mkdirs(root, "app")
-        images._write(root / "app" / "train.py", RESNET50_SOURCE.read_bytes(), 0o755)
-        images._write(root / "app" / "npu_check.py", NPU_CHECK_SOURCE.read_bytes(), 0o644)
-        images._log("writing the resnet50 image")
+        images.make_dirs(root, "app")
+        images.write_file(root / "app" / "train.py", RESNET50_SOURCE.read_bytes(), 0o755)
+        images.write_file(root / "app" / "npu_check.py", NPU_CHECK_SOURCE.read_bytes(), 0o644)
+        images.build_log("writing the resnet50 image")
         return write_oci_archive(
             [rootfs, deps, root],
             resnet50_config(),
@@ -254,7 +256,7 @@ def build_image(short: str, directory: Path, layer_cache: Path | None) -> tuple[
     """Build (or find in the cache) the image ``short``: ``(name, archive, cached)``."""
     if short not in WORKLOAD_IMAGES:
         raise ImageError(f"unknown workload image {short!r}; known: {', '.join(WORKLOAD_IMAGES)}")
-    rootfs_key = images._rootfs_key()
+    rootfs_key = images.base_rootfs_key()
     name = resnet50_image()
     path = archive_path(name, resnet50_key(rootfs_key), directory)
     if path.is_file():
