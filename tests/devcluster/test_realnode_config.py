@@ -96,6 +96,8 @@ def test_containerd_config_restricts_oom_score_and_uses_runc() -> None:
     assert runtime["netns_mounts_under_state_dir"] is True
     runc = runtime["containerd"]["runtimes"]["runc"]
     assert runc["options"] == {"BinaryName": "/usr/sbin/runc", "SystemdCgroup": False}
+    # Its socket path is shared by every node on the machine.
+    assert config["plugins"]["io.containerd.nri.v1.nri"] == {"disable": True}
     images = config["plugins"]["io.containerd.cri.v1.images"]
     assert images["pinned_images"]["sandbox"] == nodeconfig.PAUSE_IMAGE
     assert images["registry"]["config_path"] == "/s/certs.d"

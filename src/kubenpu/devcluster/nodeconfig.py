@@ -163,6 +163,11 @@ state = "/run/containerd"
 [plugins.'io.containerd.grpc.v1.cri']
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
+
+# NRI listens on /var/run/nri/nri.sock, a path the node namespaces share: a second node's
+# containerd would fail with "address already in use". Nothing here uses NRI.
+[plugins.'io.containerd.nri.v1.nri']
+  disable = true
 """
 
 

@@ -67,10 +67,19 @@ def _reap(pid: int) -> None:
 
 
 def alive(record: ProcessRecord) -> bool:
-    """Whether the recorded process is still running (not exited, not a zombie)."""
+    """Whether the recorded process is still running or exiting (not yet a zombie whose
+    threads are all gone)."""
     _reap(record.pid)
     stat = _stat(record.pid)
-    return stat is not None and stat[1] == record.start_ticks and stat[0] not in "ZX"
+    if stat is None or stat[1] != record.start_ticks:
+        return False
+    if stat[0] not in "ZX":
+        return True
+    # A killed multi-threaded process (every Go server) shows its first thread as a zombie
+    # while the others still exit, holding its files: a listening port is not free yet.
+    with contextlib.suppress(OSError):
+        return len(os.listdir(f"/proc/{record.pid}/task")) > 1
+    return False
 
 
 def spawn(
