@@ -23,6 +23,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 # The e2e tests run against the Kubernetes binaries built here, the real-node tests also on
 # the containerd, registry and images built here, the chart tests render with the helm built

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Regenerates the device plugin API stubs from src/kubenpu/deviceplugin/api/v1beta1.proto
-# with the grpcio-tools pinned in pyproject.toml (run from any directory).
+# with the grpcio-tools and mypy-protobuf pinned in pyproject.toml (run from any directory):
+# v1beta1_pb2.py and v1beta1_pb2_grpc.py, and their type stubs v1beta1_pb2.pyi (protoc's
+# own --pyi_out) and v1beta1_pb2_grpc.pyi (mypy-protobuf's protoc-gen-mypy_grpc).
 #
 # The proto is compiled with src/ as include root, so the stubs import each other as
 # kubenpu.deviceplugin.api.v1beta1_pb2 and the descriptor is registered under the stable
@@ -8,8 +10,10 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 py="${PYTHON:-$root/.venv/bin/python}"
+mypy_grpc="$(dirname "$py")/protoc-gen-mypy_grpc"
 cd "$root/src"
 "$py" -m grpc_tools.protoc -I . \
-  --python_out=. --grpc_python_out=. \
+  --python_out=. --grpc_python_out=. --pyi_out=. \
+  --plugin=protoc-gen-mypy_grpc="$mypy_grpc" --mypy_grpc_out=quiet:. \
   kubenpu/deviceplugin/api/v1beta1.proto
-echo "regenerated src/kubenpu/deviceplugin/api/v1beta1_pb2.py and v1beta1_pb2_grpc.py"
+echo "regenerated src/kubenpu/deviceplugin/api/v1beta1_pb2.py{,i} and v1beta1_pb2_grpc.py{,i}"

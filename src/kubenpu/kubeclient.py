@@ -7,11 +7,15 @@ simulator) do not pay for loading the client.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from kubernetes.client import CoreV1Api
+    from urllib3 import BaseHTTPResponse
 
 
-def core_api(kubeconfig: str = "") -> Any:
+def core_api(kubeconfig: str = "") -> CoreV1Api:
     """A ``CoreV1Api`` with its own ``ApiClient``: in-cluster credentials when
     ``kubeconfig`` is empty, else that file.
 
@@ -29,7 +33,13 @@ def core_api(kubeconfig: str = "") -> Any:
     return client.CoreV1Api(api_client)
 
 
-def watch_chunks(response: Any) -> Iterator[list[dict[str, Any]]]:
+def raw(response: object) -> BaseHTTPResponse:
+    """What an API method called with ``_preload_content=False`` returns: the HTTP response,
+    unread (the method is annotated with the model it would otherwise decode)."""
+    return cast("BaseHTTPResponse", response)
+
+
+def watch_chunks(response: BaseHTTPResponse) -> Generator[list[dict[str, Any]], None, None]:
     """The events of a watch response read without preloading (``_preload_content=False``),
     as one list per chunk the server sent (possibly empty): callers can look up between
     chunks, e.g. to stop. A line split across chunks is joined first. The connection goes

@@ -7,7 +7,7 @@ Kubernetes objects; the simulator's YAML reader, the extender and the tools all 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from kubenpu.adapters.npurequest import read_pod_npu
@@ -48,7 +48,7 @@ def _whole(value: object, what: str) -> int:
     return int(q)
 
 
-def _quantity(conv, value: object, what: str) -> int:
+def _quantity(conv: Callable[[object], int], value: object, what: str) -> int:
     try:
         out = conv(value)
     except ValueError as exc:
@@ -111,6 +111,12 @@ def device_inventory_annotation(devices: Iterable[Device]) -> str:
     return json.dumps(entries, separators=(",", ":"))
 
 
+def _small_int(value: object, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**31:
+        raise ObjectError(f"{what} must be an integer >= 0")
+    return value
+
+
 def devices_from_inventory(text: str, node: str) -> list[Device]:
     """Devices from a ``kubenpu.io/device-inventory`` annotation; ``ObjectError`` if malformed."""
     what = f"node {node}: annotation {ANNOTATION_DEVICE_INVENTORY}"
@@ -124,13 +130,13 @@ def devices_from_inventory(text: str, node: str) -> list[Device]:
     devices = []
     for n, raw in enumerate(entries):
         entry = _mapping(raw, f"{what}: entry {n}")
-        dev_id, index = entry.get("id"), entry.get("index")
-        memory, group = entry.get("memory_mib", 0), entry.get("group", 0)
+        dev_id = entry.get("id")
         if not isinstance(dev_id, str) or not 0 < len(dev_id) <= _MAX_DEVICE_ID:
             raise ObjectError(f"{what}: entry {n}: id must be a string of 1..63 characters")
-        for key, value in (("index", index), ("memory_mib", memory), ("group", group)):
-            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**31:
-                raise ObjectError(f"{what}: entry {n} ({dev_id}): {key} must be an integer >= 0")
+        index, memory, group = (
+            _small_int(entry.get(key, default), f"{what}: entry {n} ({dev_id}): {key}")
+            for key, default in (("index", None), ("memory_mib", 0), ("group", 0))
+        )
         healthy = entry.get("healthy", True)
         if not isinstance(healthy, bool):
             raise ObjectError(f"{what}: entry {n} ({dev_id}): healthy must be true or false")
@@ -212,7 +218,7 @@ def _container_amounts(container: Mapping[str, Any], pod: str) -> dict[str, obje
 
 def _effective(
     pod: str, containers: Iterable[Mapping[str, Any]], init: Iterable[Mapping[str, Any]]
-):
+) -> dict[str, int]:
     """CPU and memory: max(sum over containers, max over init containers), as the scheduler
     does (the NPU resources are read by :func:`kubenpu.adapters.npurequest.read_pod_npu`)."""
     keys = ("cpu", "memory")

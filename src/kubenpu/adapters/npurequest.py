@@ -170,8 +170,9 @@ def read_pod_npu(pod: Mapping[str, Any]) -> PodNpu:
     def total(attr: str) -> int:
         # Init containers run one at a time, before the others: a pod needs the sum of its
         # app containers or its largest init container.
-        main = sum(getattr(c, attr) for c in containers if not c.init)
-        return max([main, *(getattr(c, attr) for c in containers if c.init)])
+        main: int = sum(getattr(c, attr) for c in containers if not c.init)
+        inits: list[int] = [getattr(c, attr) for c in containers if c.init]
+        return max([main, *inits])
 
     request = PodNpu(tuple(containers), (), total("npus"), total("core"), total("mem_gib"))
     if request.npus and request.core:

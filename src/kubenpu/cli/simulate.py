@@ -142,8 +142,16 @@ def simulate(
             _print_explain(results)
 
 
-def _run_all(nodes, pods, specs, seeds, tune, show: bool, explain: bool) -> list[RunResult]:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+def _run_all(
+    nodes: list[Node],
+    pods: list[Request],
+    specs: list[str],
+    seeds: list[int],
+    tune: float,
+    show: bool,
+    explain: bool,
+) -> list[RunResult]:
+    from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
     results = []
     with Progress(
@@ -159,7 +167,7 @@ def _run_all(nodes, pods, specs, seeds, tune, show: bool, explain: bool) -> list
             for seed in seeds:
                 task = bar.add_task(f"{spec} seed {seed}", total=None)
 
-                def tick(done: int, total: int, task=task) -> None:
+                def tick(done: int, total: int, task: TaskID = task) -> None:
                     if done % 256 == 0 or done == total:
                         bar.update(task, completed=done, total=total)
 

@@ -52,6 +52,7 @@ from kubenpu.devcluster.controlplane import Paths, Ports
 from kubenpu.devcluster.nodeagent import AgentConfig, read_checkpoint
 from kubenpu.deviceplugin.api import KUBELET_CHECKPOINT
 from kubenpu.errors import ConfigError, KubeNpuError
+from kubenpu.kubeclient import raw
 
 #: Layout version of state.json.
 STATE_VERSION = 2
@@ -325,7 +326,7 @@ class DevCluster:
         """Every Node from the API server: readiness and NPU capacity/allocatable."""
         config = str(self.kubeconfig)
         api = k8s.CoreV1Api(k8s_config.new_client_from_config(config_file=config))
-        listing = json.loads(api.list_node(_preload_content=False, _request_timeout=5).data)
+        listing = json.loads(raw(api.list_node(_preload_content=False, _request_timeout=5)).data)
         summaries = []
         for node in listing.get("items", []):
             status = node.get("status", {})
@@ -348,7 +349,7 @@ class DevCluster:
         """Node name -> its ``status.nodeInfo`` fields and ``internal_ip``, from the API."""
         config = str(self.kubeconfig)
         api = k8s.CoreV1Api(k8s_config.new_client_from_config(config_file=config))
-        listing = json.loads(api.list_node(_preload_content=False, _request_timeout=5).data)
+        listing = json.loads(raw(api.list_node(_preload_content=False, _request_timeout=5)).data)
         infos = {}
         for node in listing.get("items", []):
             status = node.get("status", {})
@@ -917,8 +918,9 @@ def _grant_kubelet_api(paths: Paths) -> None:
     rbac = k8s.RbacAuthorizationV1Api(
         k8s_config.new_client_from_config(config_file=str(paths.admin_kubeconfig))
     )
+    # A manifest dict where the client annotates its model: its validate_call builds it.
     rbac.create_cluster_role_binding(
-        {
+        {  # type: ignore[arg-type]
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "ClusterRoleBinding",
             "metadata": {"name": "kubenpu-dev:kube-apiserver-kubelet-client"},
@@ -971,8 +973,10 @@ def wait_default_service_account(cluster: DevCluster, deadline: float) -> None:
     api = k8s.CoreV1Api(k8s_config.new_client_from_config(config_file=str(cluster.kubeconfig)))
     while True:
         listing = json.loads(
-            api.list_namespaced_service_account(
-                "default", _preload_content=False, _request_timeout=5
+            raw(
+                api.list_namespaced_service_account(
+                    "default", _preload_content=False, _request_timeout=5
+                )
             ).data
         )
         if any(sa["metadata"]["name"] == "default" for sa in listing.get("items", [])):

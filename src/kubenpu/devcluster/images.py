@@ -575,8 +575,8 @@ def _build_kubenpu(dest: Path, rootfs: Path, *, layer_cache: Path | None) -> Wri
         scripts = _console_scripts(site)
         if "kubenpu" not in scripts:
             raise ImageError("the kubenpu wheel declares no 'kubenpu' console script")
-        for name, target in sorted(scripts.items()):
-            write_file(root / "usr/local/bin" / name, _script(target), 0o755)
+        for script, entry in sorted(scripts.items()):
+            write_file(root / "usr/local/bin" / script, _script(entry), 0o755)
 
         build_log("byte-compiling")
         # unchecked-hash: a .pyc that records the source's mtime would never match the

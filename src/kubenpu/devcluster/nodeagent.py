@@ -57,7 +57,7 @@ from kubernetes.client.exceptions import ApiException
 from kubenpu.adapters.npurequest import read_pod_npu
 from kubenpu.deviceplugin.api import KUBELET_CHECKPOINT, pb
 from kubenpu.deviceplugin.kubelet import KubeletPeer, PeerDevice
-from kubenpu.kubeclient import watch_chunks
+from kubenpu.kubeclient import raw, watch_chunks
 
 log = logging.getLogger("kubenpu.devcluster.nodeagent")
 
@@ -116,7 +116,8 @@ class PodRecord:
 def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The checkpoint as stored: ``{"node", "pods": {uid: {...}}, "devices": {...}}``."""
     try:
-        return json.loads(Path(path).read_text())
+        checkpoint: dict[str, Any] = json.loads(Path(path).read_text())
+        return checkpoint
     except FileNotFoundError:
         return {"pods": {}, "devices": {}}
 
@@ -265,7 +266,8 @@ class NodeAgent:
 
         def register() -> None:
             try:
-                self.core.create_node(body)
+                # A manifest dict where the client annotates V1Node: validate_call builds it.
+                self.core.create_node(body)  # type: ignore[arg-type]
                 log.info("registered node %s", self.config.node)
             except ApiException as err:
                 if err.status != 409:
@@ -332,7 +334,7 @@ class NodeAgent:
         }
         # lastTransitionTime must only move when a condition changes; keep the existing
         # ones (strategic merge replaces each condition by type).
-        node = self.core.read_node(self.config.node, _preload_content=False)
+        node = raw(self.core.read_node(self.config.node, _preload_content=False))
         existing = {
             c["type"]: c for c in json.loads(node.data).get("status", {}).get("conditions", [])
         }
@@ -370,9 +372,10 @@ class NodeAgent:
         except ApiException as err:
             if err.status != 404:
                 raise
+            # A manifest dict where the client annotates V1Lease: validate_call builds it.
             self.coordination.create_namespaced_lease(
                 _NODE_LEASE_NAMESPACE,
-                {
+                {  # type: ignore[arg-type]
                     "apiVersion": "coordination.k8s.io/v1",
                     "kind": "Lease",
                     "metadata": {"name": name, "namespace": _NODE_LEASE_NAMESPACE},
@@ -405,8 +408,10 @@ class NodeAgent:
             listing = self._retry(
                 "pod list",
                 lambda: json.loads(
-                    self.core.list_pod_for_all_namespaces(
-                        field_selector=selector, _preload_content=False
+                    raw(
+                        self.core.list_pod_for_all_namespaces(
+                            field_selector=selector, _preload_content=False
+                        )
                     ).data
                 ),
             )
@@ -429,12 +434,14 @@ class NodeAgent:
 
     def _watch(self, selector: str, version: str) -> None:
         """Follow pod events from ``version`` until the server ends the watch."""
-        response = self.core.list_pod_for_all_namespaces(
-            field_selector=selector,
-            resource_version=version,
-            watch=True,
-            timeout_seconds=300,
-            _preload_content=False,
+        response = raw(
+            self.core.list_pod_for_all_namespaces(
+                field_selector=selector,
+                resource_version=version,
+                watch=True,
+                timeout_seconds=300,
+                _preload_content=False,
+            )
         )
         with contextlib.closing(watch_chunks(response)) as chunks:
             for events in chunks:
@@ -515,7 +522,8 @@ class NodeAgent:
     def _finish_deletion(self, namespace: str, name: str, uid: str) -> None:
         body = {"gracePeriodSeconds": 0, "preconditions": {"uid": uid}}
         try:
-            self.core.delete_namespaced_pod(name, namespace, body=body)
+            # A dict where the client annotates V1DeleteOptions: validate_call builds it.
+            self.core.delete_namespaced_pod(name, namespace, body=body)  # type: ignore[arg-type]
             log.info("pod %s/%s deleted", namespace, name)
         except ApiException as err:
             if err.status not in (404, 409):

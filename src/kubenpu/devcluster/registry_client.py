@@ -8,6 +8,7 @@ up, and a token realm or upload location naming another host is not followed the
 from __future__ import annotations
 
 import base64
+import functools
 import http.client
 import ipaddress
 import json
@@ -353,7 +354,7 @@ def push(
                 client.request(
                     "PUT",
                     _upload_target(location, digest),
-                    body=(lambda name=name: image.open(name), size),
+                    body=(functools.partial(image.open, name), size),
                     headers={"Content-Type": "application/octet-stream"},
                 ),
                 f"PUT blob {digest}",

@@ -23,6 +23,7 @@ from kubernetes.client.rest import ApiException
 from kubenpu import names
 from kubenpu.devcluster import controlplane, pki
 from kubenpu.devcluster.controlplane import HealthError, Paths, wait_http_ok
+from kubenpu.kubeclient import raw
 from kubenpu.webhook import registration
 
 #: The process's name in state.json and its log.
@@ -97,16 +98,17 @@ def register(paths: Paths, port: int, deadline: float) -> None:
     api_client = k8s_config.new_client_from_config(config_file=str(paths.admin_kubeconfig))
     rbac = k8s.RbacAuthorizationV1Api(api_client)
     role, binding = _rbac()
-    rbac.create_cluster_role(role)
-    rbac.create_cluster_role_binding(binding)
+    # Manifest dicts where the client annotates its models: its validate_call builds them.
+    rbac.create_cluster_role(role)  # type: ignore[arg-type]
+    rbac.create_cluster_role_binding(binding)  # type: ignore[arg-type]
     admission = k8s.AdmissionregistrationV1Api(api_client)
     base_url = f"https://127.0.0.1:{port}"
     ca_pem = paths.cert("ca").read_bytes()
     admission.create_validating_webhook_configuration(
-        registration.validating_configuration(base_url, ca_pem)
+        registration.validating_configuration(base_url, ca_pem)  # type: ignore[arg-type]
     )
     admission.create_mutating_webhook_configuration(
-        registration.mutating_configuration(base_url, ca_pem)
+        registration.mutating_configuration(base_url, ca_pem)  # type: ignore[arg-type]
     )
     _wait_effective(k8s.CoreV1Api(api_client), deadline)
 
@@ -134,12 +136,18 @@ def _wait_effective(api: k8s.CoreV1Api, deadline: float) -> None:
     last = "not probed"
     while time.monotonic() < deadline:
         try:
-            created: Any = api.create_namespaced_pod(
-                "default", _probe_pod("1"), dry_run="All", _preload_content=False
+            # A manifest dict where the client annotates V1Pod: its validate_call builds it.
+            created = raw(
+                api.create_namespaced_pod(
+                    "default",
+                    _probe_pod("1"),  # type: ignore[arg-type]
+                    dry_run="All",
+                    _preload_content=False,
+                )
             )
             mutated = bool(json.loads(created.data)["spec"].get("tolerations"))
             try:
-                api.create_namespaced_pod("default", _probe_pod("0"), dry_run="All")
+                api.create_namespaced_pod("default", _probe_pod("0"), dry_run="All")  # type: ignore[arg-type]
                 denied = False
             except ApiException as exc:
                 denied = registration.VALIDATING_WEBHOOK in str(exc.body)

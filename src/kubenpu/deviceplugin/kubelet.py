@@ -109,7 +109,7 @@ class _Plugin:
     devices: tuple[PeerDevice, ...] = ()
     updates: int = 0
     connected: bool = True
-    stream: grpc.Future | None = None
+    stream: grpc.Call | None = None
     thread: threading.Thread | None = field(default=None, repr=False)
 
 

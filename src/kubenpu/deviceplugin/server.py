@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 import grpc
 
 from kubenpu.deviceplugin.api import HEALTHY, KUBELET_SOCKET, UNHEALTHY, VERSION, pb, rpc
-from kubenpu.deviceplugin.manager import ResourceManager
+from kubenpu.deviceplugin.manager import AdvertisedDevice, ResourceManager
 from kubenpu.deviceplugin.metrics import PluginMetrics
 from kubenpu.errors import DeviceError
 
@@ -110,7 +110,9 @@ class DevicePluginServicer(rpc.DevicePluginServicer):
         return options()
 
     async def ListAndWatch(
-        self, request: pb.Empty, context: grpc.aio.ServicerContext
+        self,
+        request: pb.Empty,
+        context: grpc.aio.ServicerContext[pb.Empty, pb.ListAndWatchResponse],
     ) -> AsyncIterator[pb.ListAndWatchResponse]:
         manager = self._manager
         loop = asyncio.get_running_loop()
@@ -207,7 +209,7 @@ def options() -> pb.DevicePluginOptions:
     return pb.DevicePluginOptions(pre_start_required=False, get_preferred_allocation_available=True)
 
 
-def _listing_message(listing: list) -> pb.ListAndWatchResponse:
+def _listing_message(listing: list[AdvertisedDevice]) -> pb.ListAndWatchResponse:
     return pb.ListAndWatchResponse(
         devices=[
             pb.Device(

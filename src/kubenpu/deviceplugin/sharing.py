@@ -30,7 +30,6 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from kubenpu.names import (
     ANNOTATION_ASSUMED_AT,
@@ -87,15 +86,17 @@ def placement_from_annotations(
 
 def kubernetes_pod_lookup(node_name: str, kubeconfig: str = "") -> PodLookup:
     """A :data:`PodLookup` reading the API with the official client."""
-    from kubenpu.kubeclient import core_api  # the API only when a node name is configured
+    from kubenpu.kubeclient import core_api, raw  # the API only when a node name is configured
 
     api = core_api(kubeconfig)
     selector = f"spec.nodeName={node_name},status.phase=Pending"
 
     def lookup() -> list[PendingPlacement]:
         # Raw JSON: only metadata is needed, building full V1Pod models costs milliseconds.
-        response: Any = api.list_pod_for_all_namespaces(
-            field_selector=selector, _request_timeout=3, _preload_content=False
+        response = raw(
+            api.list_pod_for_all_namespaces(
+                field_selector=selector, _request_timeout=3, _preload_content=False
+            )
         )
         found = []
         for pod in json.loads(response.data).get("items", []):

@@ -55,7 +55,8 @@ class DotProdPolicy(Policy):
         dot = (s.cpu_free[c] / SPEC_CPU) * (req.cpu_milli / SPEC_CPU) + (
             s.free_total[c] / SPEC_DEVICES
         ) * (req.device_milli / SPEC_DEVICES)
-        return np.trunc(MAX_SCORE * (1 - dot / 2))
+        scores: np.ndarray = np.trunc(MAX_SCORE * (1 - dot / 2))
+        return scores
 
 
 class ClusteringPolicy(Policy):
@@ -76,7 +77,8 @@ class ClusteringPolicy(Policy):
         others = kinds.sum(axis=1) - kinds[:, req.npus] > 0
         offset = np.select([mine & ~others, mine & others, ~mine & ~others], [75, 50, 25], 0)
         base = 25 * np.maximum(SPEC_DEVICES - s.free_total[c], 0) // SPEC_DEVICES
-        return (offset + base).astype(np.float64)
+        scores: np.ndarray = (offset + base).astype(np.float64)
+        return scores
 
 
 class PackingPolicy(Policy):
@@ -125,7 +127,8 @@ class BestFitPolicy(Policy):
         lo, hi = raw.min(), raw.max()
         if hi == lo:
             return np.zeros(c.size)
-        return ((raw - lo) * MAX_SCORE // (hi - lo)).astype(np.float64)
+        scores: np.ndarray = ((raw - lo) * MAX_SCORE // (hi - lo)).astype(np.float64)
+        return scores
 
 
 class FgdPolicy(Policy):
@@ -152,7 +155,8 @@ class FgdPolicy(Policy):
         (scores,) = self._scores.get(
             key, c, lambda nodes: (self._score_nodes(cycle.state, req, nodes),)
         )
-        return scores[c]
+        picked: np.ndarray = scores[c]
+        return picked
 
     def _score_nodes(self, s: ClusterState, req: Request, nodes: np.ndarray) -> np.ndarray:
         """Scores of ``nodes``: for a share, the best over each node's fitting devices."""

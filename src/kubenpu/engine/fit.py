@@ -19,7 +19,8 @@ def device_fit(state: ClusterState, req: Request, rows: np.ndarray | None = None
     """Per node (all, or only ``rows``) and device slot: can the slot serve its part of ``req``."""
     free = state.dev_free if rows is None else state.dev_free[rows]
     if req.npus:
-        return free == FULL
+        whole: np.ndarray = free == FULL  # ndarray.__eq__ is typed as returning Any
+        return whole
     fits = free >= req.share_milli
     if req.share_memory_mib:
         mem = state.dev_mem_free if rows is None else state.dev_mem_free[rows]
@@ -51,7 +52,7 @@ def unfit_codes(state: ClusterState, req: Request) -> tuple[np.ndarray, list[str
     pct = -(-req.share_milli // 10)
     wants = req.wants_devices
     healthy = state.dev_healthy.sum(axis=1)
-    checks: list[tuple[np.ndarray | bool, str]] = [
+    checks: list[tuple[np.ndarray | np.bool | bool, str]] = [
         (wants & (state.num_devices == 0), "no NPU devices"),
         (wants & ~state.models_mask(req.models), f"NPU model not {'|'.join(sorted(req.models))}"),
     ]
@@ -78,7 +79,9 @@ def unfit_codes(state: ClusterState, req: Request) -> tuple[np.ndarray, list[str
     return code, [why for _, why in checks]
 
 
-def unfit_reasons(state: ClusterState, req: Request, among: np.ndarray | None = None) -> Counter:
+def unfit_reasons(
+    state: ClusterState, req: Request, among: np.ndarray | None = None
+) -> Counter[str]:
     """Count, per reason, the nodes that cannot take ``req`` (see ``unfit_codes``)."""
     code, reasons = unfit_codes(state, req)
     if among is not None:

@@ -63,7 +63,7 @@ def task_mix(pods: Sequence[Request], coverage: float = 0.95, grid: int = 1) -> 
     """
     shapes = [shape_of(p, grid) for p in pods]
     counts = Counter(shapes)
-    memory: Counter = Counter()
+    memory: Counter[tuple[int, int, int, frozenset[str]]] = Counter()
     for p, shape in zip(pods, shapes, strict=True):
         memory[shape] += p.memory_mib
     ranked = sorted(
@@ -243,4 +243,5 @@ class HostAwareFragmentation(Fragmentation):
             np.maximum(cpu_free, 1) * self._per_cpu, np.maximum(mem_free, 1) * self._per_mem
         )
         usable = np.minimum(free_total - frag_fit, fed)
-        return free_total * self.mix.prob.sum() - self.mix.prob @ (usable * fits)
+        drop: np.ndarray = free_total * self.mix.prob.sum() - self.mix.prob @ (usable * fits)
+        return drop

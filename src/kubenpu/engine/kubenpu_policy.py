@@ -65,7 +65,7 @@ class KubenpuPolicy(Policy):
         # sort: a decision over 10,000 nodes stays linear.
         half = MAX_SCORE / 2
         least = cost == cost.min()
-        out = _normalised(-cost, half) * ~least
+        out: np.ndarray = _normalised(-cost, half) * ~least
         out[least] = half + _normalised(drop[least], half)
         return out
 
@@ -122,4 +122,5 @@ def _normalised(values: np.ndarray, top: float) -> np.ndarray:
     if hi == lo:
         return np.full(values.size, float(top))
     # (x - lo) / (hi - lo) is exactly 1 at the top, so the best scores exactly ``top``.
-    return (values - lo) / (hi - lo) * top
+    scaled: np.ndarray = (values - lo) / (hi - lo) * top
+    return scaled

@@ -52,7 +52,8 @@ class SharePlan:
     def cost(self, free: np.ndarray, share: int) -> np.ndarray:
         """Potential a ``share`` destroys on devices with ``free`` milli (``free >= share``)."""
         pot = self.potential
-        return np.round((pot[free] - pot[free - share]) / RESOLUTION) * RESOLUTION
+        destroyed: np.ndarray = np.round((pot[free] - pot[free - share]) / RESOLUTION) * RESOLUTION
+        return destroyed
 
 
 def _knapsack(sizes: np.ndarray, price: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -160,7 +160,8 @@ class Extender:
             # prioritize is called with these names next: their rows are known (a copy,
             # as the caller owns the answer; equal lists compare in microseconds).
             self._remember_indices(state, list(passed), idx if everyone else idx[fits])
-        failed, never = result["FailedNodes"], {}
+        failed = result["FailedNodes"]
+        never: dict[str, str] = {}
         reasons_seen: Counter[str] = Counter()
         # Per reason at once (C loops): thousands of failing nodes cost little.
         node_codes = np.full(idx.size, -3) if codes is None else np.append(codes, -2)[idx]

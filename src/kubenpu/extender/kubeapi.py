@@ -7,15 +7,16 @@ on plain dicts and building the client's models would cost milliseconds per obje
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
 from kubenpu.extender.core import ApiError, Conflict
-from kubenpu.kubeclient import core_api, watch_chunks
+from kubenpu.kubeclient import core_api, raw, watch_chunks
 
 _MERGE_PATCH = "application/merge-patch+json"
 #: Timeout of one API request, seconds.
@@ -41,13 +42,13 @@ class KubernetesApi:
 
     # -- informers -------------------------------------------------------------------
 
-    def _lister(self, kind: str) -> Any:
+    def _lister(self, kind: str) -> Callable[..., object]:
         return self.core.list_node if kind == "nodes" else self.core.list_pod_for_all_namespaces
 
     def list(self, kind: str) -> tuple[list[dict[str, Any]], str]:
         """Every object of ``kind`` ("nodes" or "pods") and the list's resourceVersion."""
         try:
-            response = self._lister(kind)(_preload_content=False, _request_timeout=60)
+            response = raw(self._lister(kind)(_preload_content=False, _request_timeout=60))
         except ApiException as err:
             raise _error(err, f"list {kind}") from None
         data = json.loads(response.data)
@@ -56,13 +57,15 @@ class KubernetesApi:
     def watch(self, kind: str, version: str) -> Iterator[dict[str, Any]]:
         """Watch events of ``kind`` from ``version`` until the server ends the watch."""
         try:
-            response = self._lister(kind)(
-                watch=True,
-                resource_version=version,
-                allow_watch_bookmarks=True,
-                timeout_seconds=WATCH_TIMEOUT_S,
-                _preload_content=False,
-                _request_timeout=(_TIMEOUT, WATCH_TIMEOUT_S + 30),
+            response = raw(
+                self._lister(kind)(
+                    watch=True,
+                    resource_version=version,
+                    allow_watch_bookmarks=True,
+                    timeout_seconds=WATCH_TIMEOUT_S,
+                    _preload_content=False,
+                    _request_timeout=(_TIMEOUT, WATCH_TIMEOUT_S + 30),
+                )
             )
         except ApiException as err:
             if err.status == 410:
@@ -78,37 +81,47 @@ class KubernetesApi:
     def get_pod(self, namespace: str, name: str) -> dict[str, Any]:
         """The Pod, read from the API server."""
         try:
-            response = self.core.read_namespaced_pod(
-                name, namespace, _preload_content=False, _request_timeout=_TIMEOUT
+            response = raw(
+                self.core.read_namespaced_pod(
+                    name, namespace, _preload_content=False, _request_timeout=_TIMEOUT
+                )
             )
         except ApiException as err:
             raise _error(err, f"get pod {namespace}/{name}") from None
-        return json.loads(response.data)
+        pod: dict[str, Any] = json.loads(response.data)
+        return pod
 
     def patch_pod(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
         """Apply a JSON merge patch (a resourceVersion in it is a precondition)."""
         try:
-            response = self.core.patch_namespaced_pod(
-                name,
-                namespace,
-                body,
-                _content_type=_MERGE_PATCH,
-                _preload_content=False,
-                _request_timeout=_TIMEOUT,
+            response = raw(
+                self.core.patch_namespaced_pod(
+                    name,
+                    namespace,
+                    body,
+                    _content_type=_MERGE_PATCH,
+                    _preload_content=False,
+                    _request_timeout=_TIMEOUT,
+                )
             )
         except ApiException as err:
             raise _error(err, f"patch pod {namespace}/{name}") from None
-        return json.loads(response.data)
+        pod: dict[str, Any] = json.loads(response.data)
+        return pod
 
-    def list_pods(self, label_selector: str) -> list[dict[str, Any]]:
+    # builtins.list: in this class body, ``list`` is the method above.
+    def list_pods(self, label_selector: str) -> builtins.list[dict[str, Any]]:
         """Pods matching ``label_selector``, a consistent read (no resourceVersion given)."""
         try:
-            response = self.core.list_pod_for_all_namespaces(
-                label_selector=label_selector, _preload_content=False, _request_timeout=_TIMEOUT
+            response = raw(
+                self.core.list_pod_for_all_namespaces(
+                    label_selector=label_selector, _preload_content=False, _request_timeout=_TIMEOUT
+                )
             )
         except ApiException as err:
             raise _error(err, f"list pods {label_selector}") from None
-        return json.loads(response.data).get("items") or []
+        pods: builtins.list[dict[str, Any]] = json.loads(response.data).get("items") or []
+        return pods
 
     def bind_pod(self, namespace: str, name: str, uid: str, node: str) -> None:
         """POST the pod's ``binding`` subresource (with the pod's uid as a precondition)."""
@@ -120,7 +133,11 @@ class KubernetesApi:
         }
         try:
             self.core.create_namespaced_pod_binding(
-                name, namespace, body, _preload_content=False, _request_timeout=_TIMEOUT
+                name,
+                namespace,
+                body,  # type: ignore[arg-type]  # a dict: validate_call makes it a V1Binding
+                _preload_content=False,
+                _request_timeout=_TIMEOUT,
             )
         except ApiException as err:
             raise _error(err, f"bind pod {namespace}/{name} to {node}") from None

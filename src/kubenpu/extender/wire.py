@@ -123,7 +123,7 @@ def parse_binding_args(data: object) -> ExtenderBindingArgs:
 
 
 #: JSON string literal of a str, ASCII only: what ``json.dumps`` writes by default.
-escape = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+escape = json.encoder.encode_basestring_ascii
 
 #: Stands in for ``%`` in text kube-scheduler formats: the FULLWIDTH PERCENT SIGN.
 PERCENT_SIGN = "\uff05"

@@ -89,18 +89,27 @@ class Cluster:
                 "check --kubeconfig and --context"
             )
 
-    def _json(self, what: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        return json.loads(self._call(what, call, *args, _preload_content=False, **kwargs).data)
+    def _json(
+        self, what: str, call: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(
+            self._call(what, call, *args, _preload_content=False, **kwargs).data
+        )
+        return data
 
     def nodes(self) -> list[dict[str, Any]]:
         """Every Node."""
-        return self._json("listing nodes", self.api.list_node)["items"]
+        items: list[dict[str, Any]] = self._json("listing nodes", self.api.list_node)["items"]
+        return items
 
     def pods(self, namespace: str | None) -> list[dict[str, Any]]:
         """The pods of ``namespace``, or of all namespaces when None."""
         if namespace is None:
-            return self._json("listing pods", self.api.list_pod_for_all_namespaces)["items"]
-        return self._json("listing pods", self.api.list_namespaced_pod, namespace)["items"]
+            listing = self._json("listing pods", self.api.list_pod_for_all_namespaces)
+        else:
+            listing = self._json("listing pods", self.api.list_namespaced_pod, namespace)
+        items: list[dict[str, Any]] = listing["items"]
+        return items
 
     def create(self, kind: str, namespace: str, body: dict[str, Any]) -> None:
         """Create a Pod or a Secret."""

@@ -10,6 +10,7 @@ For ``kubectl npu validate``: which nodes to validate, what a validation pod's s
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -25,14 +26,13 @@ from kubenpu.adapters.kube import (
 from kubenpu.names import (
     ANNOTATION_DEVICE_INVENTORY,
     ANNOTATION_DEVICES,
-    CORE_UNITS_PER_DEVICE,
     LABEL_NPU_MODEL,
+    MILLI_PER_CORE_UNIT,
     MILLI_PER_DEVICE,
     RESOURCE_NPU,
     RESOURCE_NPU_CORE,
 )
 
-_MILLI_PER_CORE_UNIT = MILLI_PER_DEVICE // CORE_UNITS_PER_DEVICE
 _TERMINAL = ("Succeeded", "Failed")
 
 
@@ -110,17 +110,18 @@ def asks_for_npu(pod: Mapping[str, Any]) -> bool:
 def pod_npus(pod: Mapping[str, Any]) -> PodNpus:
     """The NPUs of one pod: the placement record when present, else its requests."""
     meta = _meta(pod)
-    base = {
-        "namespace": str(meta.get("namespace", "")),
-        "name": str(meta.get("name", "")),
-        "node": str((pod.get("spec") or {}).get("nodeName") or ""),
-        "phase": str((pod.get("status") or {}).get("phase") or "Pending"),
-    }
+    base = functools.partial(
+        PodNpus,
+        namespace=str(meta.get("namespace", "")),
+        name=str(meta.get("name", "")),
+        node=str((pod.get("spec") or {}).get("nodeName") or ""),
+        phase=str((pod.get("status") or {}).get("phase") or "Pending"),
+    )
     try:
         placement = placement_from_pod(pod)
         request = request_from_pod(pod)
     except ObjectError as exc:
-        return PodNpus(**base, npus=0, problem=str(exc))
+        return base(npus=0, problem=str(exc))
     if placement is not None and placement.device_ids:
         whole = tuple(
             d
@@ -128,13 +129,13 @@ def pod_npus(pod: Mapping[str, Any]) -> PodNpus:
             if m >= MILLI_PER_DEVICE
         )
         shares = tuple(
-            (d, m // _MILLI_PER_CORE_UNIT)
+            (d, m // MILLI_PER_CORE_UNIT)
             for d, m in zip(placement.device_ids, placement.shares_milli, strict=True)
             if m < MILLI_PER_DEVICE
         )
-        return PodNpus(**base, npus=len(whole), devices=whole, shares=shares)
-    shares = (("", request.share_milli // _MILLI_PER_CORE_UNIT),) if request.share_milli else ()
-    return PodNpus(**base, npus=request.npus, shares=shares)
+        return base(npus=len(whole), devices=whole, shares=shares)
+    shares = (("", request.share_milli // MILLI_PER_CORE_UNIT),) if request.share_milli else ()
+    return base(npus=request.npus, shares=shares)
 
 
 def npu_pods(pods: Iterable[Mapping[str, Any]]) -> list[PodNpus]:

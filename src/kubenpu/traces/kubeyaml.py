@@ -25,7 +25,8 @@ def _objects(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read file: {exc}", source=source) from None
     try:
-        docs = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        # The stubs say never None; the guard below stays for other PyYAML versions.
+        docs: list[yaml.Node | None] = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
         objs = [
             (doc, yaml.SafeLoader("").construct_document(doc)) for doc in docs if doc is not None
         ]

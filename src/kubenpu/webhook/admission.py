@@ -57,6 +57,10 @@ def _mapping(value: object) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def asks_for_npu(pod: Mapping[str, Any]) -> bool:
     """Whether any container of the pod names an NPU resource in its requests or limits."""
     return read_pod_npu(pod).asks
@@ -138,7 +142,7 @@ def mutate_pod(
         images = [
             str(_mapping(c).get("image", ""))
             for field in ("initContainers", "containers")
-            for c in (spec.get(field) if isinstance(spec.get(field), list) else [])
+            for c in _list(spec.get(field))
         ]
         if any(image_registry(image) == registry for image in images if image):
             ops.append({"op": "add", "path": "/spec/imagePullSecrets", "value": [{"name": secret}]})

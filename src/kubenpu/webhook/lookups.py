@@ -75,13 +75,13 @@ def kubernetes_lookups(
     """Lookups reading the API with the official client: in-cluster credentials, or
     ``kubeconfig`` when given. Needs get/list on nodes and get on namespaces.
     """
-    from kubenpu.kubeclient import core_api  # only the running server needs the client
+    from kubenpu.kubeclient import core_api, raw  # only the running server needs the client
 
     api = core_api(kubeconfig)
 
     def fetch_nodes() -> list[NpuNode]:
         # Raw JSON: the rules need two fields, building V1Node models would cost more.
-        response: Any = api.list_node(_preload_content=False, _request_timeout=3)
+        response = raw(api.list_node(_preload_content=False, _request_timeout=3))
         return npu_nodes(json.loads(response.data))
 
     nodes = Cached(fetch_nodes, node_ttl)
@@ -90,7 +90,7 @@ def kubernetes_lookups(
 
     def namespace_annotations(name: str) -> Mapping[str, str]:
         def fetch() -> Mapping[str, str]:
-            response: Any = api.read_namespace(name, _preload_content=False, _request_timeout=3)
+            response = raw(api.read_namespace(name, _preload_content=False, _request_timeout=3))
             meta = json.loads(response.data).get("metadata") or {}
             return {str(k): str(v) for k, v in (meta.get("annotations") or {}).items()}
 
