@@ -29,11 +29,7 @@ for b in "${binaries[@]:1}"; do
     packages+=("k8s.io/kubernetes/cmd/$b")
 done
 
-have_all=1
-for b in "${binaries[@]}"; do
-    [[ -x "$bin_dir/$b" ]] || have_all=0
-done
-if [[ "$have_all" == 1 ]]; then
+if all_built "$bin_dir" "${binaries[@]}"; then
     echo "$bin_dir"
     exit 0
 fi

@@ -51,11 +51,7 @@ fi
 
 bin_dir="$cache_root/node-containerd-$containerd_version-registry-$registry_version/bin"
 binaries=(containerd containerd-shim-runc-v2 ctr registry)
-have_all=1
-for b in "${binaries[@]}"; do
-    [[ -x "$bin_dir/$b" ]] || have_all=0
-done
-if [[ "$have_all" == 1 ]]; then
+if all_built "$bin_dir" "${binaries[@]}"; then
     echo "$bin_dir"
     exit 0
 fi

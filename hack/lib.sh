@@ -24,6 +24,15 @@ require_go() {
     fi
 }
 
+# all_built BIN_DIR NAME...: true when every NAME is an executable in BIN_DIR.
+all_built() {
+    local dir="$1" name
+    shift
+    for name in "$@"; do
+        [[ -x "$dir/$name" ]] || return 1
+    done
+}
+
 # scratch_beside BIN_DIR: a scratch directory next to BIN_DIR, removed on exit. Binaries are
 # built there and moved in at the end, so an interrupted build never leaves a half-written
 # binary that looks finished. Sets the variable scratch.
