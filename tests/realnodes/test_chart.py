@@ -41,7 +41,7 @@ import pytest
 import yaml
 from deploy.chart import CHART, helm
 from deploy.cluster import ApiServer
-from e2e.support import MANIFESTS, Cluster
+from e2e.support import MANIFESTS, Cluster, wait_for
 from kubernetes import client as k8s
 
 from kubenpu import names
@@ -114,17 +114,10 @@ class Chart:
 
 def wait(chart: Chart, what: str, probe: Callable[[], T], timeout: float) -> T:
     """Poll ``probe`` until truthy; on timeout fail with the cluster's pods and events."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = probe()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"timed out after {timeout} s waiting for {what}; last: {result!r}\n"
-                + chart.diagnose()
-            )
-        time.sleep(0.25)
+    try:
+        return wait_for(what, probe, timeout=timeout)
+    except AssertionError as err:
+        raise AssertionError(f"{err}\n{chart.diagnose()}") from None
 
 
 def _network_values(dev: DevCluster) -> tuple[str, str]:
