@@ -162,6 +162,7 @@ class DevicePluginServicer(rpc.DevicePluginServicer):
         resource = self._manager.resource
         started = time.perf_counter()
         responses = []
+        failure: tuple[grpc.StatusCode, str] | None = None
         try:
             for creq in request.container_requests:
                 alloc = self._manager.allocate(list(creq.devices_ids))
@@ -185,15 +186,17 @@ class DevicePluginServicer(rpc.DevicePluginServicer):
                     )
                 )
         except DeviceError as err:
-            self._metrics.allocations.labels(resource, "error").inc()
             log.warning("Allocate refused: %s", err)
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+            failure = (grpc.StatusCode.INVALID_ARGUMENT, str(err))
         except Exception as err:  # a bug must cost one call, not the daemon
-            self._metrics.allocations.labels(resource, "error").inc()
             log.exception("Allocate failed")
-            context.abort(grpc.StatusCode.INTERNAL, f"{resource}: internal error: {err}")
-        finally:
-            self._metrics.allocate_seconds.labels(resource).observe(time.perf_counter() - started)
+            failure = (grpc.StatusCode.INTERNAL, f"{resource}: internal error: {err}")
+        # Recorded before the answer leaves: abort() sends the status at once, and a caller
+        # that reads the metrics right after must find this call counted.
+        self._metrics.allocate_seconds.labels(resource).observe(time.perf_counter() - started)
+        if failure is not None:
+            self._metrics.allocations.labels(resource, "error").inc()
+            context.abort(*failure)
         self._metrics.allocations.labels(resource, "ok").inc(len(responses))
         return pb.AllocateResponse(container_responses=responses)
 
