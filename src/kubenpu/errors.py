@@ -31,3 +31,26 @@ class PlacementError(KubeNpuError):
 
 class DeviceError(KubeNpuError):
     """A device backend failed (no devices found, unknown or unhealthy device asked for)."""
+
+
+class ObjectError(KubeNpuError):
+    """A Kubernetes object (pod, node, annotation) is malformed; the message names it."""
+
+
+class WireError(KubeNpuError):
+    """A request on a server's wire is malformed (HTTP body, extender args, AdmissionReview).
+
+    Servers answer it with 400 and the message; it never reaches a log as a traceback.
+    """
+
+
+class ApiError(KubeNpuError):
+    """A Kubernetes API call failed; ``status`` is the HTTP status (0: no answer)."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Conflict(ApiError):
+    """409: the object changed since it was read (optimistic concurrency)."""

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kubenpu.adapters.kube import ObjectError, allowed_models, node_from_object, request_from_pod
+from kubenpu.adapters.kube import allowed_models, node_from_object, request_from_pod
+from kubenpu.errors import ObjectError
 from kubenpu.names import LABEL_NPU_MODEL, RESOURCE_NPU, RESOURCE_NPU_CORE, RESOURCE_NPU_MEM
 
 

@@ -7,13 +7,13 @@ import json
 import pytest
 
 from kubenpu.adapters.kube import (
-    ObjectError,
     device_inventory_annotation,
     devices_from_inventory,
     node_from_object,
     placement_from_pod,
     placement_patch,
 )
+from kubenpu.errors import ObjectError
 from kubenpu.model import Device, Placement
 from kubenpu.names import (
     ANNOTATION_DEVICE_INVENTORY,

@@ -10,8 +10,9 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kubenpu.adapters.kube import ObjectError, request_from_pod
+from kubenpu.adapters.kube import request_from_pod
 from kubenpu.adapters.npurequest import read_pod_npu
+from kubenpu.errors import ObjectError
 from kubenpu.names import RESOURCE_NPU, RESOURCE_NPU_CORE, RESOURCE_NPU_MEM
 from kubenpu.webhook.admission import validate_pod
 

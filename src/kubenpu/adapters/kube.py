@@ -12,7 +12,7 @@ from typing import Any
 
 from kubenpu.adapters.npurequest import read_pod_npu
 from kubenpu.adapters.quantity import cpu_milli, mebibytes, parse_quantity
-from kubenpu.errors import InputError
+from kubenpu.errors import InputError, ObjectError
 from kubenpu.model import Device, Node, Placement, Request
 from kubenpu.names import (
     ANNOTATION_ASSUMED_AT,
@@ -32,10 +32,6 @@ from kubenpu.names import (
 
 #: Largest CPU (milli) or memory (MiB) amount taken: the engine keeps them in int64 arrays.
 _MAX_AMOUNT = 2**53
-
-
-class ObjectError(ValueError):
-    """A Kubernetes object that cannot be translated; the message says which field."""
 
 
 def _whole(value: object, what: str) -> int:

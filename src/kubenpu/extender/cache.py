@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 
 from kubenpu.adapters.kube import (
-    ObjectError,
     node_from_object,
     placement_from_pod,
     pod_key,
@@ -38,7 +37,7 @@ from kubenpu.engine import policies
 from kubenpu.engine.fragmentation import shape_of
 from kubenpu.engine.framework import Engine, select_devices_packed
 from kubenpu.engine.state import ClusterState
-from kubenpu.errors import PlacementError
+from kubenpu.errors import ObjectError, PlacementError
 from kubenpu.model import Node, Placement, Request
 
 log = logging.getLogger(__name__)

@@ -27,14 +27,13 @@ from typing import Any, Protocol
 import numpy as np
 
 from kubenpu.adapters.kube import (
-    ObjectError,
     placement_from_pod,
     placement_patch,
     pod_key,
     request_from_pod,
 )
 from kubenpu.engine import fit
-from kubenpu.errors import KubeNpuError, PlacementError
+from kubenpu.errors import KubeNpuError, ObjectError, PlacementError
 from kubenpu.extender.cache import ClusterCache
 from kubenpu.extender.metrics import ExtenderMetrics, reason_label
 from kubenpu.extender.wire import (

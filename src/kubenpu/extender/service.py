@@ -7,7 +7,8 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
-from kubenpu.adapters.kube import ObjectError, pod_key
+from kubenpu.adapters.kube import pod_key
+from kubenpu.errors import ObjectError
 from kubenpu.extender.cache import ClusterCache
 from kubenpu.extender.core import Extender, KubeApi
 from kubenpu.extender.informer import Informer

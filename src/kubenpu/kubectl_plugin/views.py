@@ -17,12 +17,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from kubenpu.adapters.kube import (
-    ObjectError,
     devices_from_inventory,
     node_npu_counts,
     placement_from_pod,
     request_from_pod,
 )
+from kubenpu.errors import ObjectError
 from kubenpu.names import (
     ANNOTATION_DEVICE_INVENTORY,
     ANNOTATION_DEVICES,

@@ -12,8 +12,8 @@ from typing import Any
 
 import yaml
 
-from kubenpu.adapters.kube import ObjectError, node_from_object, request_from_pod
-from kubenpu.errors import InputError
+from kubenpu.adapters.kube import node_from_object, request_from_pod
+from kubenpu.errors import InputError, ObjectError
 from kubenpu.model import Node, Request
 
 

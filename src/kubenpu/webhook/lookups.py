@@ -13,7 +13,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
-from kubenpu.adapters.kube import ObjectError, node_npu_counts
+from kubenpu.adapters.kube import node_npu_counts
+from kubenpu.errors import ObjectError
 from kubenpu.webhook.admission import NamespaceLookup, NodeLookup, NpuNode
 
 log = logging.getLogger(__name__)
