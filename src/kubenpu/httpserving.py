@@ -23,6 +23,8 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from kubenpu.errors import WireError
+
 log = logging.getLogger(__name__)
 
 #: Seconds a client may leave a request half sent (or a new connection, its TLS handshake
@@ -34,9 +36,8 @@ IDLE_TIMEOUT = 60.0
 CLIENT_GONE = (ConnectionError, TimeoutError, ssl.SSLError, EOFError)
 
 
-class BodyError(ValueError):
-    """A request body that cannot be read as sent: the message says why, ``status`` is
-    the HTTP status that fits (400, or 413 for a body over the limit)."""
+class BodyError(WireError):
+    """A request body that cannot be read as sent; ``status`` is 400, or 413 when too large."""
 
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)

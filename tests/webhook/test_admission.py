@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from kubenpu.errors import WireError
 from kubenpu.names import (
     ANNOTATION_NPU_REGISTRY,
     ANNOTATION_NPU_REGISTRY_SECRET,
@@ -24,7 +25,7 @@ from kubenpu.webhook.admission import (
     mutate_pod,
     validate_pod,
 )
-from kubenpu.webhook.review import ReviewError, parse_review
+from kubenpu.webhook.review import parse_review
 
 NODES = [NpuNode("npu-node-1", 4), NpuNode("npu-node-2", 8), NpuNode("npu-node-3", 8)]
 IMAGE = "npu-registry.example.com/demo/npu-job:1.0"
@@ -472,12 +473,12 @@ def test_other_requests_are_allowed() -> None:
     ],
 )
 def test_malformed_reviews(body: bytes, message: str) -> None:
-    with pytest.raises(ReviewError) as info:
+    with pytest.raises(WireError) as info:
         parse_review(body)
     assert message in str(info.value)
 
 
 def test_pod_create_without_object_is_malformed() -> None:
     admission = Admission(failing_lookup, failing_lookup)
-    with pytest.raises(ReviewError, match=r"request\.object is missing"):
+    with pytest.raises(WireError, match=r"request\.object is missing"):
         admission.validate(parse_review(json.dumps(review(None)).encode()))

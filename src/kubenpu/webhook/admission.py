@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubenpu.adapters.npurequest import read_pod_npu
+from kubenpu.errors import WireError
 from kubenpu.names import (
     ANNOTATION_NPU_REGISTRY,
     ANNOTATION_NPU_REGISTRY_SECRET,
@@ -24,7 +25,6 @@ from kubenpu.webhook.review import (
     AdmissionReviewRequest,
     AdmissionReviewResponse,
     PatchOperation,
-    ReviewError,
     allow,
     deny,
 )
@@ -160,7 +160,7 @@ def _pod_under_review(review: AdmissionReviewRequest) -> Mapping[str, Any] | Non
         return None
     pod = request.get("object")
     if pod is None:
-        raise ReviewError("request.object is missing for a pod CREATE")
+        raise WireError("request.object is missing for a pod CREATE")
     return pod
 
 

@@ -2,7 +2,7 @@
 
 Only the fields kubenpu reads or writes are typed; everything else the API server sends is
 accepted and ignored. :func:`parse_review` checks what the rules rely on and raises
-:class:`ReviewError` (answered with HTTP 400) for anything else.
+:class:`WireError` (answered with HTTP 400) for anything else.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import json
 from typing import Any, Literal, NotRequired, TypedDict
+
+from kubenpu.errors import WireError
 
 API_VERSION: Literal["admission.k8s.io/v1"] = "admission.k8s.io/v1"
 KIND: Literal["AdmissionReview"] = "AdmissionReview"
@@ -97,45 +99,41 @@ class PatchOperation(TypedDict):
     value: Any
 
 
-class ReviewError(ValueError):
-    """The body is not an AdmissionReview v1 the webhook can answer; the message says why."""
-
-
 _OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT")
 
 
 def parse_review(body: bytes) -> AdmissionReviewRequest:
-    """Decode and check an AdmissionReview request body; :class:`ReviewError` if malformed."""
+    """Decode and check an AdmissionReview request body; :class:`WireError` if malformed."""
     try:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ReviewError(f"body is not JSON: {exc}") from None
+        raise WireError(f"body is not JSON: {exc}") from None
     except RecursionError:  # e.g. 100,000 nested arrays: no AdmissionReview is that deep
-        raise ReviewError("body is JSON nested too deeply") from None
+        raise WireError("body is JSON nested too deeply") from None
     if not isinstance(data, dict):
-        raise ReviewError(f"body must be a JSON object, not {type(data).__name__}")
+        raise WireError(f"body must be a JSON object, not {type(data).__name__}")
     if data.get("apiVersion") != API_VERSION or data.get("kind") != KIND:
-        raise ReviewError(
+        raise WireError(
             f"expected apiVersion {API_VERSION} kind {KIND}, got "
             f"apiVersion {data.get('apiVersion')!r} kind {data.get('kind')!r} "
             "(register the webhook with admissionReviewVersions: [v1])"
         )
     request = data.get("request")
     if not isinstance(request, dict):
-        raise ReviewError("request is missing or not an object")
+        raise WireError("request is missing or not an object")
     uid = request.get("uid")
     if not isinstance(uid, str) or not uid:
-        raise ReviewError("request.uid is missing or not a string")
+        raise WireError("request.uid is missing or not a string")
     if request.get("operation") not in _OPERATIONS:
-        raise ReviewError(
+        raise WireError(
             f"request.operation {request.get('operation')!r} is not one of {_OPERATIONS}"
         )
     for field in ("kind", "resource"):
         if not isinstance(request.get(field), dict):
-            raise ReviewError(f"request.{field} is missing or not an object")
+            raise WireError(f"request.{field} is missing or not an object")
     obj = request.get("object")
     if obj is not None and not isinstance(obj, dict):
-        raise ReviewError("request.object must be an object or null")
+        raise WireError("request.object must be an object or null")
     return data  # type: ignore[return-value]  # checked above, field by field
 
 

@@ -30,13 +30,13 @@ from prometheus_client import (
     generate_latest,
 )
 
+from kubenpu.errors import WireError
 from kubenpu.httpserving import IDLE_TIMEOUT, READ_TIMEOUT, BodyError, Handler, HTTPServer
 from kubenpu.webhook.admission import Admission
 from kubenpu.webhook.registration import MUTATE_PATH, VALIDATE_PATH
 from kubenpu.webhook.review import (
     AdmissionReviewRequest,
     AdmissionReviewResponse,
-    ReviewError,
     parse_review,
 )
 
@@ -164,7 +164,7 @@ class WebhookApp:
         try:
             review = parse_review(body)
             answer = self.routes[path](review)
-        except ReviewError as exc:
+        except WireError as exc:
             self.metrics.requests.labels(webhook, "malformed").inc()
             log.warning("%s: malformed AdmissionReview: %s", path, exc)
             return 400, "text/plain", f"malformed AdmissionReview: {exc}\n".encode()
