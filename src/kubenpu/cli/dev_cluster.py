@@ -36,6 +36,17 @@ def _state_dir(given: Path | None) -> Path:
     return (given or default_state_dir()).expanduser().absolute()
 
 
+def _loaded(state_dir: Path | None) -> tuple[Path, DevCluster | None]:
+    """The state directory and the cluster recorded there (None: no cluster)."""
+    from kubenpu.devcluster.cluster import DevCluster
+
+    root = _state_dir(state_dir)
+    try:
+        return root, DevCluster.load(root)
+    except KubeNpuError as err:
+        raise _fail(err) from None
+
+
 def _fail(err: KubeNpuError) -> typer.Exit:
     typer.echo(f"error: {err}", err=True)
     return typer.Exit(code=2 if isinstance(err, ConfigError) else 1)
@@ -149,13 +160,8 @@ def status(
         raise typer.Exit(code=2)
     as_json = as_json or output == "json"
     from kubenpu.devcluster import binaries
-    from kubenpu.devcluster.cluster import DevCluster
 
-    root = _state_dir(state_dir)
-    try:
-        cluster = DevCluster.load(root)
-    except KubeNpuError as err:
-        raise _fail(err) from None
+    root, cluster = _loaded(state_dir)
     if cluster is None:
         typer.echo(f"no dev cluster in {root}")
         raise typer.Exit(code=1)
@@ -219,14 +225,11 @@ def restart(
     state_dir: Annotated[Path | None, typer.Option("--state-dir", help=_STATE_DIR_HELP)] = None,
 ) -> None:
     """Stop one component of the cluster and start it again with the same command line."""
-    from kubenpu.devcluster.cluster import DevCluster
-
-    root = _state_dir(state_dir)
+    root, cluster = _loaded(state_dir)
+    if cluster is None:
+        typer.echo(f"no dev cluster in {root}")
+        raise typer.Exit(code=1)
     try:
-        cluster = DevCluster.load(root)
-        if cluster is None:
-            typer.echo(f"no dev cluster in {root}")
-            raise typer.Exit(code=1)
         if name not in cluster.processes:
             raise ConfigError(f"no process {name!r}; processes: {', '.join(cluster.processes)}")
         cluster.stop_process(name, kill=kill)
@@ -241,14 +244,11 @@ def down(
     state_dir: Annotated[Path | None, typer.Option("--state-dir", help=_STATE_DIR_HELP)] = None,
 ) -> None:
     """Stop every process of the cluster and delete its state (and the kubeconfig it wrote)."""
-    from kubenpu.devcluster.cluster import DevCluster
-
-    root = _state_dir(state_dir)
+    root, cluster = _loaded(state_dir)
+    if cluster is None:
+        typer.echo(f"no dev cluster in {root}; nothing to stop")
+        return
     try:
-        cluster = DevCluster.load(root)
-        if cluster is None:
-            typer.echo(f"no dev cluster in {root}; nothing to stop")
-            return
         killed = cluster.down()
     except KubeNpuError as err:
         raise _fail(err) from None

@@ -41,6 +41,7 @@ from kubenpu.devcluster import (
     nodeconfig,
     pki,
     processes,
+    rbac,
     realnode,
     registry_client,
 )
@@ -245,24 +246,35 @@ class DevCluster:
             data = json.loads(path.read_text())
         except FileNotFoundError:
             return None
-        if data.get("version") != STATE_VERSION:
+        except (OSError, ValueError) as err:
+            raise ConfigError(
+                f"{path}: not a dev cluster's state ({err}); delete {state_dir}"
+            ) from None
+        if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
+            data = data if isinstance(data, dict) else {}
             raise ConfigError(
                 f"{path}: state version {data.get('version')!r}, this kubenpu reads "
                 f"{STATE_VERSION}; stop it with the kubenpu that started it or delete {state_dir}"
             )
         user = data.get("user_kubeconfig")
-        return cls(
-            state_dir=state_dir,
-            ports=Ports(**data["ports"]),
-            kubeconfig=Path(data["kubeconfig"]),
-            nodes=[NodeInfo(**n) for n in data["nodes"]],
-            processes={
-                name: processes.ProcessRecord.from_json(r) for name, r in data["processes"].items()
-            },
-            user_kubeconfig=Path(user) if user else None,
-            network_slot=data.get("network_slot"),
-            registry_port=data.get("registry_port", 0),
-        )
+        try:
+            return cls(
+                state_dir=state_dir,
+                ports=Ports(**data["ports"]),
+                kubeconfig=Path(data["kubeconfig"]),
+                nodes=[NodeInfo(**n) for n in data["nodes"]],
+                processes={
+                    name: processes.ProcessRecord.from_json(r)
+                    for name, r in data["processes"].items()
+                },
+                user_kubeconfig=Path(user) if user else None,
+                network_slot=data.get("network_slot"),
+                registry_port=data.get("registry_port", 0),
+            )
+        except (KeyError, TypeError, AttributeError, ValueError) as err:
+            raise ConfigError(
+                f"{path}: incomplete dev cluster state ({err!r}); delete {state_dir}"
+            ) from None
 
     # -- network and registry -----------------------------------------------------------
 
@@ -829,7 +841,10 @@ def up(
         )
         # The extender starts once its role exists: until then every list would be refused.
         if plan is not None:
-            _grant_kubelet_api(paths)
+            # The API server's own client identity may use the kubelets' API (logs, exec).
+            rbac.grant_user(
+                paths, controlplane.KUBELET_CLIENT_USER, role="system:kubelet-api-admin"
+            )
         if addons:
             dev_extender.grant(paths)
             start(
@@ -911,33 +926,6 @@ def _load_images(
             raise KubeNpuError(
                 f"importing {archive} into {node.name}'s containerd failed: {result.stderr.strip()}"
             )
-
-
-def _grant_kubelet_api(paths: Paths) -> None:
-    """Let the API server use the kubelets' API (logs, exec, port-forward)."""
-    rbac = k8s.RbacAuthorizationV1Api(
-        k8s_config.new_client_from_config(config_file=str(paths.admin_kubeconfig))
-    )
-    # A manifest dict where the client annotates its model: its validate_call builds it.
-    rbac.create_cluster_role_binding(
-        {  # type: ignore[arg-type]
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": "kubenpu-dev:kube-apiserver-kubelet-client"},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": "system:kubelet-api-admin",
-            },
-            "subjects": [
-                {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "User",
-                    "name": controlplane.KUBELET_CLIENT_USER,
-                }
-            ],
-        }
-    )
 
 
 def _push_workload_images(cluster: DevCluster, archives: dict[str, Path], deadline: float) -> None:

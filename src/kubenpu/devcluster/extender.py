@@ -12,10 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
-from kubernetes import client as k8s
-from kubernetes import config as k8s_config
 
-from kubenpu.devcluster import controlplane, pki
+from kubenpu.devcluster import controlplane, pki, rbac
 from kubenpu.devcluster.controlplane import Paths, wait_http_ok
 from kubenpu.extender.config import RBAC_RULES, scheduler_configuration
 
@@ -57,32 +55,8 @@ def argv(kubenpu: Sequence[str], paths: Paths, port: int) -> list[str]:
 
 
 def grant(paths: Paths) -> None:
-    """Create the extender's ClusterRole and its binding (with the admin identity)."""
-    rbac = k8s.RbacAuthorizationV1Api(
-        k8s_config.new_client_from_config(config_file=str(paths.admin_kubeconfig))
-    )
-    # Manifest dicts where the client annotates its models: its validate_call builds them.
-    rbac.create_cluster_role(
-        {  # type: ignore[arg-type]
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRole",
-            "metadata": {"name": USER},
-            "rules": RBAC_RULES,
-        }
-    )
-    rbac.create_cluster_role_binding(
-        {  # type: ignore[arg-type]
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": USER},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": USER,
-            },
-            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": USER}],
-        }
-    )
+    """Give the extender's user exactly ``RBAC_RULES``."""
+    rbac.grant_user(paths, USER, rules=RBAC_RULES)
 
 
 def wait_ready(port: int, deadline: float) -> None:

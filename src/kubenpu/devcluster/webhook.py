@@ -21,7 +21,7 @@ from kubernetes import config as k8s_config
 from kubernetes.client.rest import ApiException
 
 from kubenpu import names
-from kubenpu.devcluster import controlplane, pki
+from kubenpu.devcluster import controlplane, pki, rbac
 from kubenpu.devcluster.controlplane import HealthError, Paths, wait_http_ok
 from kubenpu.kubeclient import raw
 from kubenpu.webhook import registration
@@ -73,34 +73,17 @@ def wait_ready(paths: Paths, port: int, deadline: float) -> None:
     wait_http_ok("webhook", port, "/readyz", context, deadline)
 
 
-def _rbac() -> tuple[dict[str, Any], dict[str, Any]]:
-    role = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRole",
-        "metadata": {"name": USER},
-        "rules": [
-            {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list"]},
-            {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]},
-        ],
-    }
-    binding = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRoleBinding",
-        "metadata": {"name": USER},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": USER},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": USER}],
-    }
-    return role, binding
+#: What the webhook reads: nodes (the largest NPU node) and namespaces (pull-secret label).
+_RULES = [
+    {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list"]},
+    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]},
+]
 
 
 def register(paths: Paths, port: int, deadline: float) -> None:
     """Grant the webhook its reads, register both configurations, wait until they apply."""
     api_client = k8s_config.new_client_from_config(config_file=str(paths.admin_kubeconfig))
-    rbac = k8s.RbacAuthorizationV1Api(api_client)
-    role, binding = _rbac()
-    # Manifest dicts where the client annotates its models: its validate_call builds them.
-    rbac.create_cluster_role(role)  # type: ignore[arg-type]
-    rbac.create_cluster_role_binding(binding)  # type: ignore[arg-type]
+    rbac.grant_user(paths, USER, rules=_RULES)
     admission = k8s.AdmissionregistrationV1Api(api_client)
     base_url = f"https://127.0.0.1:{port}"
     ca_pem = paths.cert("ca").read_bytes()
