@@ -832,12 +832,7 @@ def up(
         # Started once the bootstrap roles exist: it exits if its first reads are refused.
         start(
             "kube-controller-manager",
-            controlplane.controller_manager_argv(
-                bin_dir / "kube-controller-manager",
-                paths,
-                ports,
-                plan.cluster_cidr if plan else controlplane.SERVICE_CIDR,
-            ),
+            controlplane.controller_manager_argv(bin_dir / "kube-controller-manager", paths, ports),
         )
         # The extender starts once its role exists: until then every list would be refused.
         if plan is not None:

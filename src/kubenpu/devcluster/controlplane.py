@@ -312,11 +312,10 @@ def scheduler_argv(
     ]
 
 
-def controller_manager_argv(
-    binary: Path, paths: Paths, ports: Ports, cluster_cidr: str
-) -> list[str]:
+def controller_manager_argv(binary: Path, paths: Paths, ports: Ports) -> list[str]:
     """kube-controller-manager with every default controller, as system:kube-controller-manager
-    (each controller with its own service account, as kubeadm sets it up)."""
+    (each controller with its own service account, as kubeadm sets it up). No --cluster-cidr:
+    node IPAM is off (each real node's pod range is set in its own CNI config)."""
     kubeconfig = str(paths.controller_manager_kubeconfig)
     return [
         str(binary),
@@ -329,7 +328,6 @@ def controller_manager_argv(
         f"--service-account-private-key-file={paths.key('service-account')}",
         f"--root-ca-file={paths.cert('ca')}",
         "--use-service-account-credentials=true",
-        f"--cluster-cidr={cluster_cidr}",
         "--leader-elect=false",
         "--profiling=false",
         "--v=1",
