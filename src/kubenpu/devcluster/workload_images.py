@@ -1,28 +1,13 @@
 """The dev cluster's training workload image: ``kubenpu.local/resnet50:<version>``.
 
-The seed's TensorFlow ResNet-50 job (``examples/resnet50/train.py``) with npu-check
-(``examples/npu-check/npu_check.py``, which it imports) on the Debian base layer of
-:mod:`kubenpu.devcluster.images`, built the same way: no Docker, no registry to pull from,
-an OCI image-layout archive cached by a hash of its inputs. Three layers, so that editing the
-script rebuilds and pushes only a few kilobytes:
-
-1. the shared Debian bookworm root filesystem (python3), :func:`images.base_rootfs`;
-2. the Python packages of ``examples/resnet50/requirements.txt`` (TensorFlow, Keras, NumPy,
-   scikit-learn and their dependencies, every version and wheel hash pinned), installed with
-   ``pip --no-deps --require-hashes`` from the shared wheelhouse for the image's CPython 3.11.
-   To keep the image small (it is pulled on every node) the layer leaves out TensorFlow's C++
-   headers (``tensorflow/include``, 287 MB, for building custom ops) and strips the symbol
-   tables of TensorFlow's shared objects (``strip --strip-unneeded``, -240 MB: only the
-   dynamic symbols are ever looked up); it is byte-compiled like the kubenpu image. This
-   layer is cached on its own (``<images>/deps/``), keyed by the requirements, the platform,
-   the strip and Python versions;
-3. ``/app/train.py`` and ``/app/npu_check.py``.
-
-:func:`build_image` is what ``images.build(["resnet50"])`` calls (``images.IMAGE_NAMES``
-lists it); the dev cluster pushes it to its registry as
-``npu-registry.example.com/demo/npu-resnet50:1.0`` (:data:`REGISTRY_REPOSITORY`,
-:data:`REGISTRY_TAG`), the image ``examples/test-npu-pod.yaml`` and ``kubectl npu validate``
-run.
+The seed's ResNet-50 job (``examples/resnet50/train.py`` with ``npu_check.py``) built as
+:mod:`kubenpu.devcluster.images` builds the others, in three layers so that editing the
+script pushes only kilobytes: the shared Debian root filesystem; the pinned packages of
+``examples/resnet50/requirements.txt`` installed with ``--require-hashes`` from the
+wheelhouse (cached on its own, without TensorFlow's C++ headers and with its shared objects
+stripped: -527 MB, only dynamic symbols are looked up); ``/app``. The dev cluster pushes it
+as ``npu-registry.example.com/demo/npu-resnet50:1.0``, the image of
+``examples/test-npu-pod.yaml`` and ``kubectl npu validate``.
 """
 
 from __future__ import annotations

@@ -1,28 +1,13 @@
 """``kubectl npu validate``: prove every NPU node works, end to end.
 
-One Job per NPU node (named or all), each asking for all of the node's NPUs (its
-``aliyun.com/npu`` capacity) and pinned to it by node affinity, so the pod goes through the
-same path as any NPU workload: kube-scheduler and the kubenpu extender (which records the
-placement), the kubelet and the device plugin (which hand over the device nodes and env), the
-private registry (image pull with the pull secret). The container is the ResNet-50 workload
-(``examples/resnet50/train.py``) on a short budget (``--epochs 1``): it checks that it sees
-exactly the devices of its placement record, trains, evaluates on held-out images and writes
-its result as the termination message, which this command reads back from the pod.
-
-Why one Job per node using all of its NPUs, not one per device: a node is only sound if every
-one of its devices can be handed out, and one pod asking for all of them proves that (a device
-that is unhealthy or not advertised makes the pod unschedulable, which is reported with the
-device named); it also keeps the cost at one training run per node rather than one per NPU
-(eight on two nodes of four, too much for a short check). The price: a node whose NPUs are
-busy with other pods cannot be validated until they are free (the run then times out with
-the scheduler's reason).
-
-While the Jobs run, a live table (rich, on stderr when it is a terminal; one line per change
-otherwise) shows each node's stage. The Jobs and their pods are deleted at the end, also
-after a failure, a timeout or Ctrl-C; every wait is bounded.
-
-The pure parts (which nodes, what a pod's state means, the table) are in
-:mod:`kubenpu.kubectl_plugin.views`.
+One Job per NPU node, asking for all of its NPUs and pinned to it, so the pod takes the path
+of any NPU workload: kube-scheduler and the extender, the kubelet and the device plugin, the
+private registry. The container runs the ResNet-50 workload for one epoch, checks it sees
+exactly its placement's devices and writes its result as the termination message, read back
+here. All of a node's NPUs in one pod because a node is only sound if every device can be
+handed out, at the cost of one training run per node; a busy node times out with the
+scheduler's reason. A live table shows each node's stage; the Jobs are deleted at the end,
+also after a failure or Ctrl-C. The pure parts are in :mod:`kubenpu.kubectl_plugin.views`.
 """
 
 from __future__ import annotations
