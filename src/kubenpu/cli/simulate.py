@@ -12,9 +12,11 @@ from rich.console import Console
 from rich.table import Table
 
 from kubenpu.engine import policies
+from kubenpu.engine.state import FULL
 from kubenpu.errors import InputError, KubeNpuError
 from kubenpu.model import Node, Request
-from kubenpu.sim.experiment import RunResult, replay
+from kubenpu.sim.bound import Bound, allocation_bound
+from kubenpu.sim.experiment import RunResult, arrival_order, replay
 from kubenpu.sim.explain import CAUSES
 from kubenpu.traces import openb, synthetic
 from kubenpu.traces.kubeyaml import is_yaml, read_yaml
@@ -105,6 +107,12 @@ def simulate(
     explain: bool = typer.Option(
         False, "--explain", help="Also show where unallocated NPU capacity sits, and why."
     ),
+    bound: bool = typer.Option(
+        False,
+        "--bound",
+        help="Also compute, per seed, an upper bound on the allocation any policy can reach "
+        "(integer relaxation of the offline packing; docs/simulator.md).",
+    ),
 ) -> None:
     """Replay a cluster trace through the placement engine and report allocation."""
     try:
@@ -126,6 +134,7 @@ def simulate(
             show=not quiet and sys.stderr.isatty(),
             explain=explain,
         )
+        bounds = _bounds(nodes, pods, seed_list, tune) if bound else []
         if plot is not None:
             from kubenpu.sim.plot import plot_curves
 
@@ -135,9 +144,15 @@ def simulate(
     except KubeNpuError as exc:
         raise _fail(str(exc)) from None
     if fmt == "json":
-        typer.echo(json.dumps({"runs": [r.as_json() for r in results]}))
+        report: dict[str, object] = {"runs": [r.as_json() for r in results]}
+        if bound:
+            report["bounds"] = [
+                {"seed": seed, "bound_pct": b.pct, "method": b.method}
+                for seed, b in zip(seed_list, bounds, strict=True)
+            ]
+        typer.echo(json.dumps(report))
     else:
-        _print_table(results, label, tune)
+        _print_table(results, label, tune, bounds)
         if explain:
             _print_explain(results)
 
@@ -181,7 +196,13 @@ def _run_all(
     return results
 
 
-def _print_table(results: list[RunResult], label: str, tune: float) -> None:
+def _bounds(nodes: list[Node], pods: list[Request], seeds: list[int], tune: float) -> list[Bound]:
+    """Per seed, the bound on that seed's arrived workload."""
+    capacity = sum(len(n.devices) for n in nodes) * FULL
+    return [allocation_bound(nodes, arrival_order(pods, capacity, tune, s)) for s in seeds]
+
+
+def _print_table(results: list[RunResult], label: str, tune: float, bounds: list[Bound]) -> None:
     table = Table(title=f"NPU allocation at {tune * 100:.0f}% arrival — {label}")
     table.add_column("policy")
     table.add_column("seeds", justify="right")
@@ -200,6 +221,18 @@ def _print_table(results: list[RunResult], label: str, tune: float) -> None:
             f"{max(finals):.2f}",
             f"{statistics.mean(r.unscheduled_pods for r in runs):.0f}",
             f"{statistics.mean(r.elapsed_s for r in runs):.2f}",
+        )
+    if bounds:
+        pcts = [b.pct for b in bounds]
+        methods = "/".join(sorted({b.method for b in bounds}))
+        table.add_row(
+            f"upper bound ({methods})",
+            str(len(bounds)),
+            f"{statistics.mean(pcts):.2f}",
+            f"{min(pcts):.2f}",
+            f"{max(pcts):.2f}",
+            "",
+            "",
         )
     devices = results[0].total_devices if results else 0
     Console().print(table)

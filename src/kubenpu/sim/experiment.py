@@ -96,6 +96,15 @@ def inflate(
         k += 1
 
 
+def arrival_order(
+    pods: Sequence[Request], capacity_milli: int, tune: float, seed: int
+) -> list[Request]:
+    """The run's pods in the order they arrive: inflated, then shuffled, by ``seed``."""
+    rng = np.random.default_rng(seed)
+    workload = inflate(pods, capacity_milli, tune, rng)
+    return [workload[i] for i in rng.permutation(len(workload))]
+
+
 def replay(
     nodes: Sequence[Node],
     pods: Sequence[Request],
@@ -112,9 +121,7 @@ def replay(
     if state.total_devices == 0:
         raise InputError("the cluster has no NPU devices: nothing to replay")
     capacity = state.total_devices * FULL
-    rng = np.random.default_rng(seed)
-    workload = inflate(pods, capacity, tune, rng)
-    order = rng.permutation(len(workload))
+    arrivals = arrival_order(pods, capacity, tune, seed)
     profile = make_profile(state, pods)
     engine = Engine(state, profile, seed=seed)
 
@@ -123,8 +130,7 @@ def replay(
     arrived = 0
     allocated = 0
     turned_away: list[Request] = []
-    for n, i in enumerate(order):
-        req = workload[i]
+    for n, req in enumerate(arrivals):
         decision = engine.place(req)
         if decision.placement is None:
             turned_away.append(req)
@@ -136,7 +142,7 @@ def replay(
         while len(curve) <= reached:
             curve.append(round(100 * allocated / capacity, 4))
         if progress is not None:
-            progress(n + 1, len(order))
+            progress(n + 1, len(arrivals))
     while len(curve) <= points:
         curve.append(round(100 * allocated / capacity, 4))
     return RunResult(
