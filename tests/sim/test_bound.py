@@ -11,8 +11,10 @@ from typer.testing import CliRunner
 
 from kubenpu.cli.main import build_app
 from kubenpu.engine import policies
-from kubenpu.engine.state import FULL
-from kubenpu.model import Device, Node, Request
+from kubenpu.engine.framework import Engine
+from kubenpu.engine.state import FULL, ClusterState
+from kubenpu.errors import PlacementError
+from kubenpu.model import Device, Node, Placement, Request
 from kubenpu.sim.bound import allocation_bound
 from kubenpu.sim.experiment import arrival_order, replay
 
@@ -116,3 +118,79 @@ def test_cli_reports_the_bound_per_seed() -> None:
     assert [b["seed"] for b in report["bounds"]] == [1, 2]
     for run, b in zip(report["runs"], report["bounds"], strict=True):
         assert run["final_allocation_pct"] <= b["bound_pct"] <= 100
+
+
+def brute_force_optimum(nodes: list[Node], pods: list[Request]) -> int:
+    """The most device compute of ``pods`` that fits, by trying every placement of each
+    pod (or none); devices of one node are alike here, so a whole pod takes the first free."""
+    state = ClusterState(nodes)
+    best = 0
+
+    def options(req: Request) -> list[Placement]:
+        out = []
+        for i, n in enumerate(nodes):
+            if req.npus:
+                free = [j for j in range(len(n.devices)) if state.dev_free[i, j] == FULL]
+                if len(free) >= req.npus:
+                    ids = tuple(n.devices[j].id for j in free[: req.npus])
+                    out.append(Placement(req.name, n.name, ids, (FULL,) * req.npus))
+            else:
+                out += [Placement(req.name, n.name, (d.id,), (req.share_milli,)) for d in n.devices]
+        return out
+
+    def search(k: int, held: int) -> None:
+        nonlocal best
+        left = sum(p.device_milli for p in pods[k:])
+        if held + left <= best:
+            return
+        if k == len(pods):
+            best = held
+            return
+        req = pods[k]
+        for placement in options(req):
+            try:
+                state.reserve(placement, req)
+            except PlacementError:
+                continue
+            search(k + 1, held + req.device_milli)
+            state.unreserve(req.name)
+        search(k + 1, held)
+
+    search(0, 0)
+    return best
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.builds(node, st.just("n"), st.integers(1, 3), st.integers(2000, 8000)),
+        min_size=1,
+        max_size=2,
+    ),
+    st.lists(
+        st.one_of(
+            st.builds(whole, st.just(0), st.integers(1, 2), st.integers(0, 4000)),
+            st.builds(
+                share,
+                st.just(0),
+                st.sampled_from([200, 300, 500, 600, 700]),
+                st.just(0),
+                st.integers(0, 4000),
+            ),
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+)
+def test_bound_is_at_least_the_brute_forced_optimum(nodes: list[Node], pods: list[Request]) -> None:
+    nodes = [Node(f"n{i}", n.cpu_milli, n.memory_mib, n.devices) for i, n in enumerate(nodes)]
+    pods = [Request(f"p{i}", p.cpu_milli, 0, p.npus, p.share_milli) for i, p in enumerate(pods)]
+    optimum = brute_force_optimum(nodes, pods)
+    assert allocation_bound(nodes, pods).milli >= optimum
+    for spec in ("bestfit", "fgd", policies.DEFAULT):
+        # The same pods, once each, in order: what a policy holds never beats the optimum.
+        state = ClusterState(nodes)
+        engine = Engine(state, policies.factory(spec)(state, pods))
+        for req in pods:
+            engine.place(req)
+        assert state.allocated_milli() <= optimum, spec
