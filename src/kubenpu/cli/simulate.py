@@ -158,7 +158,7 @@ def simulate(
     except KubeNpuError as exc:
         raise _fail(str(exc)) from None
     if fmt == "json":
-        by_seed = dict(zip(seed_list, bounds, strict=True))
+        by_seed = dict(zip(seed_list, bounds, strict=True)) if bound else {}
         # Each run carries the bound of its workload (its seed's), and the bounds are listed.
         runs = [
             r.as_json() | ({"bound_pct": by_seed[r.seed].pct} if bound else {}) for r in results
