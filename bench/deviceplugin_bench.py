@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from kubenpu.deviceplugin.kubelet import KubeletPeer
+from kubenpu.devcluster.kubelet import KubeletPeer
 
 NPU = "aliyun.com/npu"
 P99_TARGET_MS = 5.0

@@ -12,10 +12,12 @@ from kubenpu.adapters.kube import (
     node_from_object,
     placement_from_pod,
     placement_patch,
+    placement_time,
 )
 from kubenpu.errors import ObjectError
 from kubenpu.model import Device, Placement
 from kubenpu.names import (
+    ANNOTATION_ASSUMED_AT,
     ANNOTATION_DEVICE_INVENTORY,
     ANNOTATION_DEVICES,
     ANNOTATION_NODE,
@@ -108,3 +110,14 @@ def test_malformed_placement_records_are_refused(devices: str, shares: str) -> N
     record = {ANNOTATION_NODE: "n1", ANNOTATION_DEVICES: devices, ANNOTATION_SHARES: shares}
     with pytest.raises(ObjectError):
         placement_from_pod(pod(record))
+
+
+def test_placement_time_is_the_recorded_assumed_at() -> None:
+    assert placement_time(pod({ANNOTATION_NODE: "n1", ANNOTATION_ASSUMED_AT: "t"})) == "t"
+    assert placement_time(pod({})) == ""
+    body = placement_patch(
+        Placement("ns/p", "n1", ("npu-0",), (1000,)), assumed_at="t2", resource_version="1"
+    )
+    written = pod(body["metadata"]["annotations"])
+    assert placement_time(written) == "t2"
+    assert placement_from_pod(written) == Placement("ns/p", "n1", ("npu-0",), (1000,))

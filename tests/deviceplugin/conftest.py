@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from kubenpu.devcluster.kubelet import KubeletPeer
 from kubenpu.deviceplugin.config import resolve_config
 from kubenpu.deviceplugin.daemon import DevicePluginDaemon
-from kubenpu.deviceplugin.kubelet import KubeletPeer
 from kubenpu.deviceplugin.sharing import PodLookup
 
 

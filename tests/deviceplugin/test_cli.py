@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kubenpu.deviceplugin.kubelet import KubeletPeer
+from kubenpu.devcluster.kubelet import KubeletPeer
 
 KUBENPU = str(Path(sys.executable).with_name("kubenpu"))
 

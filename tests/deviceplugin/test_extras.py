@@ -13,8 +13,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from kubenpu.deviceplugin.kubelet import KubeletPeer, PeerDevice
-from kubenpu.deviceplugin.sharing import kubernetes_pod_lookup
+from kubenpu.devcluster.kubelet import KubeletPeer, PeerDevice
+from kubenpu.deviceplugin.kubeapi import kubernetes_pod_lookup
 
 NPU = "aliyun.com/npu"
 

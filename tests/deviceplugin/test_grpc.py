@@ -12,8 +12,9 @@ from typing import Any
 import grpc
 import pytest
 
+from kubenpu.devcluster.kubelet import KubeletPeer
+from kubenpu.deviceplugin import server
 from kubenpu.deviceplugin.api import VERSION, pb, rpc
-from kubenpu.deviceplugin.kubelet import KubeletPeer
 from kubenpu.deviceplugin.sharing import PendingPlacement
 
 NPU = "aliyun.com/npu"
@@ -220,3 +221,66 @@ def test_many_list_and_watch_streams_do_not_starve_allocate(
                 call.cancel()
             for reader in readers:
                 reader.join(timeout=5)
+
+
+def test_streams_over_the_limit_are_refused_and_allocate_still_answers(
+    peer: KubeletPeer, start_daemon, kubelet_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # However many streams a client opens, the unary calls keep their threads: past the
+    # limit (4 here) a stream is refused at once, with the reason.
+    monkeypatch.setattr(server, "MAX_STREAMS", 4)
+    start_daemon()
+    peer.wait_for_devices(NPU, timeout=5)
+    with grpc.insecure_channel(f"unix://{kubelet_dir / 'kubenpu-npu.sock'}") as channel:
+        stub = rpc.DevicePluginStub(channel)
+        # The plugin's own registration gave the kubelet peer one stream already.
+        calls = [stub.ListAndWatch(pb.Empty(), timeout=30) for _ in range(3)]
+        try:
+            assert [len(next(c).devices) for c in calls] == [4, 4, 4]
+            extra = stub.ListAndWatch(pb.Empty(), timeout=5)
+            with pytest.raises(grpc.RpcError) as info:
+                next(extra)
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "4 ListAndWatch streams are open" in (info.value.details() or "")
+            resp = peer.allocate(NPU, [["npu-2"]], timeout=3)
+            assert resp.container_responses[0].envs["NPU_VISIBLE_DEVICES"] == "2"
+        finally:
+            for call in calls:
+                call.cancel()
+        # A closed stream frees its place.
+        deadline = time.monotonic() + 5
+        while True:
+            again = stub.ListAndWatch(pb.Empty(), timeout=5)
+            try:
+                assert len(next(again).devices) == 4
+                again.cancel()
+                break
+            except grpc.RpcError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+
+
+def test_a_slow_api_lookup_does_not_hold_up_other_calls(peer: KubeletPeer, start_daemon) -> None:
+    # A shared Allocate reads the pods (here: slowly) on a thread of the plugin's pool and
+    # holds only that one: a whole-device Allocate meanwhile is answered at once.
+    threads: list[str] = []
+    entered = threading.Event()
+
+    def slow_lookup() -> list[PendingPlacement]:
+        threads.append(threading.current_thread().name)
+        entered.set()
+        time.sleep(1.0)
+        return []
+
+    start_daemon(sharing=True, pod_lookup=slow_lookup)
+    peer.wait_for_devices(CORE, lambda ds: len(ds) == 400, timeout=5)
+    shared = threading.Thread(target=peer.allocate, args=(CORE, [["npu-1-core-0"]]))
+    shared.start()
+    try:
+        assert entered.wait(5)
+        started = time.monotonic()
+        peer.allocate(NPU, [["npu-0"]], timeout=3)
+        assert time.monotonic() - started < 0.5
+    finally:
+        shared.join(timeout=10)
+    assert threads and all(name.startswith("kubenpu-npu-core.sock") for name in threads)

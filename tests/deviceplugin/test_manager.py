@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import random
+
+import numpy as np
 import pytest
 
 from kubenpu.deviceplugin.backends.mock import MockBackend
 from kubenpu.deviceplugin.devices import NpuDevice
 from kubenpu.deviceplugin.manager import Kind, ResourceManager
-from kubenpu.deviceplugin.sharing import (
-    PendingPlacement,
-    PlacementResolver,
-    placement_from_annotations,
-)
+from kubenpu.deviceplugin.sharing import PendingPlacement, PendingReader, PlacementResolver
+from kubenpu.engine.framework import select_whole_topology
+from kubenpu.engine.state import ClusterState
 from kubenpu.errors import DeviceError
+from kubenpu.model import Device, Node
 from kubenpu.names import ENV_CORE_LIMIT, ENV_MEM_LIMIT_GIB, ENV_VISIBLE_DEVICES
 
 
@@ -40,8 +42,11 @@ def whole(groups: list[int]) -> ResourceManager:
         ([0, 0, 1, 1], [1, 2, 3], [], 1, [1]),
         # must-include 2 (group 1): stay in group 1 -> 3.
         ([0, 0, 1, 1], [0, 1, 2, 3], [2], 2, [2, 3]),
-        # 3 wanted from groups of 2+2: must span 2 groups; largest first then best fit.
+        # 3 wanted from groups of 2+2: must span 2 groups; the largest groups first.
         ([0, 0, 1, 1], [0, 1, 2, 3], [], 3, [0, 1, 2]),
+        # 5 wanted from free groups of 4, 3 and 1: none holds all, so the largest groups
+        # first, as the engine does: group 0 whole, then one of group 1 (not group 2).
+        ([0, 0, 0, 0, 1, 1, 1, 2], list(range(8)), [], 5, [0, 1, 2, 3, 4]),
         # 8 devices in 2 groups of 4, 4 wanted with group 0 partly used: group 1 whole.
         ([0, 0, 0, 0, 1, 1, 1, 1], [1, 2, 3, 4, 5, 6, 7], [], 4, [4, 5, 6, 7]),
         # size equals must-include: nothing added.
@@ -53,6 +58,24 @@ def test_preferred_whole_is_topology_aware(groups, available, must, size, want) 
     got = manager.preferred([f"npu-{i}" for i in available], [f"npu-{i}" for i in must], size)
     assert got[: len(must)] == [f"npu-{i}" for i in must]
     assert sorted(got) == sorted(f"npu-{i}" for i in want)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_preferred_whole_is_the_engines_choice(seed: int) -> None:
+    # One rule for both: what the plugin prefers on its own is what the scheduler picks.
+    rng = random.Random(seed)
+    groups = sorted(rng.randrange(4) for _ in range(rng.randint(1, 16)))
+    free = sorted(rng.sample(range(len(groups)), rng.randint(1, len(groups))))
+    size = rng.randint(1, len(free))
+    got = whole(groups).preferred([f"npu-{i}" for i in free], [], size)
+    node = Node(
+        "n",
+        1000,
+        1024,
+        tuple(Device(f"npu-{i}", i, group=g) for i, g in enumerate(groups)),
+    )
+    engine = select_whole_topology(ClusterState([node]), 0, np.array(free), size)
+    assert got == [f"npu-{i}" for i in engine]
 
 
 def test_preferred_skips_unhealthy_and_rejects_impossible_sizes() -> None:
@@ -184,18 +207,45 @@ def test_resolver_survives_api_errors() -> None:
     assert manager.allocate(units(1, range(10))).physical_ids == ("npu-1",)
 
 
-def test_placement_from_annotations() -> None:
-    ann = {
-        "kubenpu.io/node": "node-a",
-        "kubenpu.io/devices": "npu-0,npu-1",
-        "kubenpu.io/shares": "300,200",
-    }
-    got = placement_from_annotations("ns", "p", "u", ann, "node-a")
-    assert got is not None and got.devices == ("npu-0", "npu-1")
-    assert got.shares_milli == (300, 200)
-    assert placement_from_annotations("ns", "p", "u", ann, "node-b") is None
-    bad = dict(ann, **{"kubenpu.io/shares": "x"})
-    assert placement_from_annotations("ns", "p", "u", bad, "node-a") is None
+def pending_pod(uid: str, annotations: dict[str, str], name: str = "p") -> dict:
+    return {"metadata": {"namespace": "ns", "name": name, "uid": uid, "annotations": annotations}}
+
+
+RECORD = {
+    "kubenpu.io/node": "node-a",
+    "kubenpu.io/devices": "npu-0,npu-1",
+    "kubenpu.io/shares": "300,200",
+    "kubenpu.io/assumed-at": "2026-01-01T00:00:00Z",
+}
+
+
+def test_pending_reader_reads_the_record_with_the_adapters_reader() -> None:
+    reader = PendingReader("node-a")
+    assert reader.read([pending_pod("u", RECORD)]) == [
+        PendingPlacement("ns", "p", "u", ("npu-0", "npu-1"), (300, 200), "2026-01-01T00:00:00Z")
+    ]
+    assert PendingReader("node-b").read([pending_pod("u", RECORD)]) == []  # another node's
+    no_node = {k: v for k, v in RECORD.items() if k != "kubenpu.io/node"}
+    no_devices = {"kubenpu.io/node": "node-a"}  # a placement that holds no device
+    assert reader.read([pending_pod("u", {}), pending_pod("v", no_node)]) == []
+    assert reader.read([pending_pod("w", no_devices)]) == []
+
+
+def test_a_malformed_record_is_skipped_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    reader = PendingReader("node-a")
+    bad = pending_pod("u-bad", dict(RECORD, **{"kubenpu.io/shares": "x,200"}), name="bad")
+    good = pending_pod("u-good", RECORD, name="good")
+    with caplog.at_level("WARNING", logger="kubenpu.deviceplugin.sharing"):
+        for _ in range(3):
+            assert [p.name for p in reader.read([bad, good])] == ["good"]
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1
+    assert "pod ns/bad" in warnings[0] and "kubenpu.io/shares" in warnings[0]
+    caplog.clear()
+    reader.read([good])  # mended or gone: forgotten, so a new problem is logged again
+    with caplog.at_level("WARNING", logger="kubenpu.deviceplugin.sharing"):
+        reader.read([bad])
+    assert len(caplog.records) == 1
 
 
 def test_core_rejects_more_than_one_device() -> None:

@@ -307,6 +307,18 @@ def request_from_pod(obj: Mapping[str, Any]) -> Request:
         raise ObjectError(str(exc)) from None
 
 
+def pod_priority(obj: Mapping[str, Any]) -> int:
+    """A Pod's priority (``spec.priority``, which admission resolves from its
+    PriorityClass); 0 when unset, as kube-scheduler's ``PodPriority`` reads it."""
+    spec = _mapping(obj.get("spec"), "Pod spec")
+    value = spec.get("priority")
+    if value is None:
+        return 0
+    if not isinstance(value, int) or isinstance(value, bool) or not -(2**31) <= value < 2**31:
+        raise ObjectError(f"pod {pod_key(obj)}: spec.priority must be an int32, got {value!r}")
+    return value
+
+
 def pod_key(obj: Mapping[str, Any]) -> str:
     """``namespace/name`` of a Pod (the name ``request_from_pod`` gives its Request)."""
     meta = _mapping(obj.get("metadata"), "Pod metadata")
@@ -318,12 +330,15 @@ def pod_key(obj: Mapping[str, Any]) -> str:
 def placement_from_pod(obj: Mapping[str, Any]) -> Placement | None:
     """The placement recorded on a Pod's annotations, or None when it has none.
 
-    Device entries are kept as written (ids, or indices from older writers); the caller
-    resolves them against the node's devices. Malformed records are an ``ObjectError``.
+    The one reader of the record that :func:`placement_patch` writes (the extender's cache
+    and binder, ``kubectl npu`` and the device plugin all call it). A record is there when
+    ``kubenpu.io/node`` is; a placement without devices (a pod asking for none) has empty
+    ``device_ids``. Device entries are kept as written (ids, or indices from older
+    writers); the caller resolves them against the node's devices. A malformed record is
+    an ``ObjectError`` naming the pod: each caller decides once what to do with such a pod.
     """
     key = pod_key(obj)
-    meta = _mapping(obj.get("metadata"), "Pod metadata")
-    annotations = _mapping(meta.get("annotations"), f"pod {key}: metadata.annotations")
+    annotations = _pod_annotations(obj, key)
     node = annotations.get(ANNOTATION_NODE)
     if not node:
         return None
@@ -345,6 +360,17 @@ def placement_from_pod(obj: Mapping[str, Any]) -> Placement | None:
         return Placement(key, str(node), ids, milli)
     except InputError as exc:
         raise ObjectError(str(exc)) from None
+
+
+def placement_time(obj: Mapping[str, Any]) -> str:
+    """When the placement on a Pod was recorded (``kubenpu.io/assumed-at``, RFC 3339, as
+    :func:`placement_patch` wrote it); empty when the pod carries none."""
+    return str(_pod_annotations(obj, pod_key(obj)).get(ANNOTATION_ASSUMED_AT) or "")
+
+
+def _pod_annotations(obj: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    meta = _mapping(obj.get("metadata"), "Pod metadata")
+    return _mapping(meta.get("annotations"), f"pod {key}: metadata.annotations")
 
 
 def placement_patch(

@@ -10,6 +10,8 @@ down), ``controlplane`` (certificates, kubeconfigs, command lines, health checks
 ``network`` (bridge, namespaces, addresses), ``realnode`` (mount namespaces, processes and
 clean-up of a real node), ``nodeconfig`` (kubelet, containerd, CNI, kube-proxy configs),
 ``registry`` (the private registry), ``relay``, ``images`` (OCI images built here),
-``nodeagent`` (the kubelet stand-in, run as its own process), ``pki``, ``processes``,
+``nodeagent`` (the kubelet stand-in, run as its own process; a package, a module per
+concern), ``kubelet`` (the kubelet's side of the device plugin API, ``KubeletPeer``, which
+the node agent and the tests use), ``pki``, ``processes``,
 ``binaries``.
 """

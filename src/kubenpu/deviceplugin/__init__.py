@@ -9,6 +9,8 @@ Layers, each knowing only the one below it:
   to and from the manager, owns sockets and (re-)registration;
 - ``daemon``: wires config, backend, managers, servers and metrics into one process.
 
-``kubelet`` is the other side of the protocol: a kubelet stand-in for tests and for the
-dev cluster's node agent.
+Beside them: ``protocol`` (the API's names and rules, no gRPC), ``api`` (the generated
+stubs), ``sharing`` and ``inventory`` (the scheduler's records, pure), ``kubeapi`` (the
+Kubernetes API calls behind them). The other side of the protocol, a kubelet stand-in
+for tests and the dev cluster's node agent, is ``kubenpu.devcluster.kubelet``.
 """

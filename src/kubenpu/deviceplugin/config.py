@@ -22,9 +22,8 @@ from typing import Any
 
 import yaml
 
-from kubenpu.deviceplugin.api import DEFAULT_KUBELET_DIR
 from kubenpu.deviceplugin.devices import MountSpec
-from kubenpu.deviceplugin.kubelet import is_extended_resource_name
+from kubenpu.deviceplugin.protocol import DEFAULT_KUBELET_DIR, is_extended_resource_name
 from kubenpu.errors import ConfigError
 from kubenpu.names import (
     ENV_DEVICE_PLUGIN_PREFIX,

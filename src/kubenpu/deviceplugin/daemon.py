@@ -9,11 +9,12 @@ from types import FrameType
 
 from kubenpu.deviceplugin.backends import open_backend
 from kubenpu.deviceplugin.config import DevicePluginConfig
-from kubenpu.deviceplugin.inventory import InventoryPublisher, NodePatcher, kubernetes_node_patcher
+from kubenpu.deviceplugin.inventory import InventoryPublisher, NodePatcher
+from kubenpu.deviceplugin.kubeapi import kubernetes_node_patcher, kubernetes_pod_lookup
 from kubenpu.deviceplugin.manager import Kind, ResourceManager
 from kubenpu.deviceplugin.metrics import PluginMetrics
 from kubenpu.deviceplugin.server import PluginServer
-from kubenpu.deviceplugin.sharing import PlacementResolver, PodLookup, kubernetes_pod_lookup
+from kubenpu.deviceplugin.sharing import PlacementResolver, PodLookup
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,9 @@ health (the kubelet publishes only counts). The plugin writes them as the Node a
 start and after every health change. Least privilege: it patches only its own Node, with
 a merge patch of that one annotation.
 
-The API is behind :data:`NodePatcher`, a plain function; tests pass their own.
+The API is behind :data:`NodePatcher`, a plain function; tests pass their own, and
+:func:`kubenpu.deviceplugin.kubeapi.kubernetes_node_patcher` is the real one (this module
+does no I/O).
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from typing import Any
 
 from kubenpu.adapters.kube import device_inventory_annotation
 from kubenpu.deviceplugin.devices import NpuDevice
-from kubenpu.kubeclient import core_api
 from kubenpu.model import Device
 from kubenpu.names import ANNOTATION_DEVICE_INVENTORY
 
@@ -33,22 +34,6 @@ def inventory_text(devices: Sequence[NpuDevice], unhealthy: Mapping[str, str]) -
         Device(d.id, d.index, d.model, d.memory_mib, d.id not in unhealthy, d.group)
         for d in devices
     )
-
-
-def kubernetes_node_patcher(node_name: str, kubeconfig: str = "") -> NodePatcher:
-    """A :data:`NodePatcher` for ``node_name`` using the official client."""
-    api = core_api(kubeconfig)
-
-    def patch(body: dict[str, Any]) -> None:
-        api.patch_node(
-            node_name,
-            body,
-            _content_type="application/merge-patch+json",
-            _request_timeout=5,
-            _preload_content=False,
-        )
-
-    return patch
 
 
 class InventoryPublisher:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from kubenpu.deviceplugin.backends.base import Backend
 from kubenpu.deviceplugin.devices import ContainerAllocation, NpuDevice
 from kubenpu.deviceplugin.sharing import PlacementResolver
+from kubenpu.engine.device_choice import choose_whole
 from kubenpu.errors import DeviceError
 from kubenpu.names import (
     ANNOTATION_DEVICES,
@@ -191,10 +192,10 @@ class ResourceManager:
         """Choose ``size`` ids from ``available``, keeping ``must_include``.
 
         Whole devices: the devices the scheduler recorded on a pending pod of this size
-        when they are all available (see ``sharing``); else stay within as few
-        interconnect groups as possible, reuse the groups of the must-include devices
-        first, and among groups that fit take the one with the fewest free devices (keeps
-        large groups whole for large requests).
+        when they are all available (see ``sharing``); else the engine's own rule,
+        :func:`kubenpu.engine.device_choice.choose_whole`: the groups of the must-include
+        devices first, then the tightest group that holds the rest (keeps large groups
+        whole for large requests), else the largest groups first (as few as possible).
         Virtual units: pack onto one device, the scheduler's choice when known, else the
         device with the fewest free units that fits (keeps whole devices free).
         """
@@ -243,26 +244,15 @@ class ResourceManager:
         return ids
 
     def _pick_whole(self, free: list[str], must: list[str], need: int) -> list[str]:
-        groups: dict[int, list[NpuDevice]] = defaultdict(list)
-        for dev_id in free:
-            device = self._devices[dev_id]
-            groups[device.group].append(device)
-        for members in groups.values():
-            members.sort(key=lambda d: d.index)
-        picked: list[NpuDevice] = []
-        # Groups already spanned by the must-include devices cost nothing extra.
-        for group in sorted({self._devices[i].group for i in must}):
-            take = groups.pop(group, [])[: need - len(picked)]
-            picked.extend(take)
-        while len(picked) < need and groups:
-            rest = need - len(picked)
-            fitting = [g for g, m in groups.items() if len(m) >= rest]
-            if fitting:  # best fit: the smallest group that still holds the rest
-                group = min(fitting, key=lambda g: (len(groups[g]), g))
-            else:  # nothing holds the rest: take the largest group, span as few as possible
-                group = max(groups, key=lambda g: (len(groups[g]), -g))
-            picked.extend(groups.pop(group)[:rest])
-        return [d.id for d in picked]
+        # The engine's rule (the scheduler would choose the same), lowest indices first
+        # within a group; the groups of the must-include devices cost nothing extra.
+        ordered = sorted(free, key=lambda i: self._devices[i].index)
+        picks = choose_whole(
+            [self._devices[i].group for i in ordered],
+            need,
+            spanned={self._devices[i].group for i in must},
+        )
+        return [ordered[p] for p in picks]
 
     def _pick_units(self, free: list[str], must: list[str], need: int) -> list[str]:
         by_device: dict[str, list[str]] = defaultdict(list)

@@ -20,25 +20,22 @@ allocates what the scheduler chose. Any two pending placements of the same size 
 disjoint devices (the scheduler never gives one device twice), so handing pod A's record
 to pod B only swaps which of them gets which set: nothing is oversubscribed either way.
 
-The API is behind :data:`PodLookup`, a plain function; tests pass their own.
+The API is behind :data:`PodLookup`, a plain function; tests pass their own. This module
+does no I/O: :func:`kubenpu.deviceplugin.kubeapi.kubernetes_pod_lookup` lists the pods and
+hands them to a :class:`PendingReader`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from kubenpu.names import (
-    ANNOTATION_ASSUMED_AT,
-    ANNOTATION_DEVICES,
-    ANNOTATION_NODE,
-    ANNOTATION_SHARES,
-    MILLI_PER_CORE_UNIT,
-    MILLI_PER_DEVICE,
-)
+from kubenpu.adapters.kube import placement_from_pod, placement_time
+from kubenpu.errors import ObjectError
+from kubenpu.names import MILLI_PER_CORE_UNIT, MILLI_PER_DEVICE
 
 log = logging.getLogger(__name__)
 
@@ -60,59 +57,51 @@ class PendingPlacement:
 PodLookup = Callable[[], Sequence[PendingPlacement]]
 
 
-def placement_from_annotations(
-    namespace: str, name: str, uid: str, annotations: dict[str, str], node: str
-) -> PendingPlacement | None:
-    """Read a placement from pod annotations; None when absent, malformed or for another node."""
-    devices = annotations.get(ANNOTATION_DEVICES, "")
-    shares = annotations.get(ANNOTATION_SHARES, "")
-    if not devices or not shares:
-        return None
-    if annotations.get(ANNOTATION_NODE, node) != node:
-        return None
-    ids = tuple(d.strip() for d in devices.split(","))
-    try:
-        milli = tuple(int(s) for s in shares.split(","))
-    except ValueError:
-        log.warning("pod %s/%s: malformed %s %r", namespace, name, ANNOTATION_SHARES, shares)
-        return None
-    if len(ids) != len(milli):
-        log.warning("pod %s/%s: %d devices but %d shares", namespace, name, len(ids), len(milli))
-        return None
-    return PendingPlacement(
-        namespace, name, uid, ids, milli, annotations.get(ANNOTATION_ASSUMED_AT, "")
-    )
+class PendingReader:
+    """The placements of a node's pending pods, from their pods: the pure half of a lookup.
 
+    The record is read by :func:`kubenpu.adapters.kube.placement_from_pod`, the reader the
+    extender writes it for, so both sides agree on what a record is. A pod without a
+    record, with one for another node, or with one that holds no devices, has none here.
+    A malformed record (an ``ObjectError``) is decided once, here: the pod is skipped, so
+    its containers get the plugin's safe local choice, and the problem is logged once per
+    pod (again only when it changes), not on every call of the lookup.
+    """
 
-def kubernetes_pod_lookup(node_name: str, kubeconfig: str = "") -> PodLookup:
-    """A :data:`PodLookup` reading the API with the official client."""
-    from kubenpu.kubeclient import core_api, raw  # the API only when a node name is configured
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self._reported: dict[str, str] = {}  # pod uid -> the problem logged for it
 
-    api = core_api(kubeconfig)
-    selector = f"spec.nodeName={node_name},status.phase=Pending"
-
-    def lookup() -> list[PendingPlacement]:
-        # Raw JSON: only metadata is needed, building full V1Pod models costs milliseconds.
-        response = raw(
-            api.list_pod_for_all_namespaces(
-                field_selector=selector, _request_timeout=3, _preload_content=False
-            )
-        )
+    def read(self, pods: Iterable[Mapping[str, Any]]) -> list[PendingPlacement]:
+        """The placements among ``pods`` (Pod objects as the API's JSON)."""
         found = []
-        for pod in json.loads(response.data).get("items", []):
-            meta = pod.get("metadata", {})
-            placement = placement_from_annotations(
-                meta.get("namespace", ""),
-                meta.get("name", ""),
-                meta.get("uid", ""),
-                meta.get("annotations") or {},
-                node_name,
+        reported: dict[str, str] = {}
+        for pod in pods:
+            meta = pod.get("metadata")
+            meta = meta if isinstance(meta, Mapping) else {}
+            uid = str(meta.get("uid", ""))
+            try:
+                placement = placement_from_pod(pod)
+                assumed_at = placement_time(pod) if placement is not None else ""
+            except ObjectError as err:
+                reported[uid] = str(err)
+                if self._reported.get(uid) != reported[uid]:
+                    log.warning("%s; its containers get a local device choice", err)
+                continue
+            if placement is None or placement.node != self.node or not placement.device_ids:
+                continue
+            found.append(
+                PendingPlacement(
+                    str(meta.get("namespace", "")),
+                    str(meta.get("name", "")),
+                    uid,
+                    placement.device_ids,
+                    placement.shares_milli,
+                    assumed_at,
+                )
             )
-            if placement is not None:
-                found.append(placement)
+        self._reported = reported  # pods gone or mended are forgotten
         return found
-
-    return lookup
 
 
 class PlacementResolver:

@@ -1,5 +1,8 @@
 """A kubelet stand-in: the kubelet's side of the device plugin API v1beta1.
 
+Not part of the production device plugin: the dev cluster's node agent and the tests use
+it in place of a kubelet.
+
 :class:`KubeletPeer` does what a real kubelet's device manager does on the wire, and no
 more: it serves ``Registration`` on ``<dir>/kubelet.sock``; on each ``Register`` it checks
 the version and the resource name, dials the plugin's socket ``<dir>/<endpoint>`` (before
@@ -29,7 +32,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -48,25 +50,12 @@ from kubenpu.deviceplugin.api import (
     pb,
     rpc,
 )
+from kubenpu.deviceplugin.protocol import is_extended_resource_name
 
 log = logging.getLogger(__name__)
 
 #: Versions this peer accepts, as the kubelet's ``SupportedVersions``.
 SUPPORTED_VERSIONS = (VERSION,)
-
-# An extended resource name: a DNS subdomain prefix, '/', and a name; the kubernetes.io
-# domains and the "requests." prefix are reserved (the kubelet rejects them likewise).
-_QUALIFIED_NAME = re.compile(
-    r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
-)
-
-
-def is_extended_resource_name(name: str) -> bool:
-    """Whether the kubelet accepts ``name`` as a device plugin resource name."""
-    if not _QUALIFIED_NAME.match(name) or name.startswith("requests."):
-        return False
-    domain = name.split("/", 1)[0]
-    return not (domain == "kubernetes.io" or domain.endswith(".kubernetes.io"))
 
 
 @dataclass(frozen=True, slots=True)
