@@ -1,24 +1,11 @@
 """Filter + prioritize for one pod over 5,000 nodes x 8 NPUs: in process and over HTTP.
 
-Builds the extender's cache from 5,000 Node objects (device inventories in two groups of
-four), fills about half of the NPU capacity with a mix of whole and shared pods placed by
-the engine and recorded as kube-scheduler would see them, then times one decision =
-``filter`` + ``prioritize`` with all 5,000 node names, for a rotating mix of pod shapes:
-
-- in process: ``Extender.filter`` / ``Extender.prioritize`` on the parsed arguments;
-- over HTTP: the real server on loopback in its own process (forked with the cache
-  built, as kube-scheduler is another process), one keep-alive connection, the JSON
-  bodies kube-scheduler sends (about 90 kB each); client-side round trips;
-- sustained: decisions per second over HTTP with 1 and 4 concurrent clients, each a
-  keep-alive connection: client threads in this process (their JSON work competes for
-  its GIL) and client processes (kube-scheduler is one, making one decision at a time;
-  on a small machine they still compete with the server for the CPUs: the core count is
-  printed); and from
-  client processes listing all names in a new order each call;
-- each with all 5,000 names, and with the 500 that kube-scheduler sends by default at
-  that size (it stops filtering after its adaptive percentageOfNodesToScore, 10%).
-
-Targets: p99 < 10 ms in process, < 30 ms over HTTP, >= 300 decisions/s.
+The cache holds 5,000 Nodes (two groups of four NPUs) half filled by whole and shared pods
+the engine placed; one decision = ``filter`` + ``prioritize`` with all 5,000 names, and
+with the 500 kube-scheduler sends by default at that size. Timed in process, over HTTP
+(the server forked with the cache built, one keep-alive connection, Go-compact bodies) and
+sustained (1 and 4 client threads or processes; the core count is printed). Targets:
+p99 < 10 ms in process, < 30 ms over HTTP, >= 300 decisions/s. docs/extender.md has more.
 
     .venv/bin/python bench/extender_bench.py [--nodes 5000] [--decisions 1000] [--policy P]
 """

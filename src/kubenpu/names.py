@@ -48,6 +48,12 @@ LABEL_PLACED_NODE: Final = _ANNOTATION_PREFIX + "node"
 #: Node annotation written by the device plugin: JSON list of the node's devices
 #: (id, index, model, memory_mib, group, healthy), updated on every health change.
 ANNOTATION_DEVICE_INVENTORY: Final = _ANNOTATION_PREFIX + "device-inventory"
+#: Node label saying what serves the node's NPUs; :data:`NPU_DRIVER_DRA` on nodes whose
+#: NPUs the DRA driver publishes as ResourceSlices (no ``aliyun.com/npu`` allocatable):
+#: the extender passes such nodes to kube-scheduler's own DRA plugin (docs/dra.md).
+LABEL_NPU_DRIVER: Final = _ANNOTATION_PREFIX + "npu-driver"
+#: Value of :data:`LABEL_NPU_DRIVER` on DRA-served nodes.
+NPU_DRIVER_DRA: Final = "dra"
 
 #: Environment variable listing the device indices visible to a container.
 ENV_VISIBLE_DEVICES: Final = "NPU_VISIBLE_DEVICES"

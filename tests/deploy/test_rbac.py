@@ -27,12 +27,13 @@ EXPECTED_RULES: dict[str, dict[tuple[str, str], set[str]]] = {
     # RBAC cannot restrict patch to the plugin's own Node: the chart's
     # ValidatingAdmissionPolicy does (test_device_plugin_patches_only_its_own_node).
     "device-plugin": {("", "pods"): {"list"}, ("", "nodes"): {"patch"}},
-    # watch-fed cache of nodes and pods, the placement patch, the Binding
-    # (kubenpu.extender.config.RBAC_RULES, compared below).
+    # watch-fed cache of nodes and pods, the placement patch, the Binding, and the PDBs
+    # preempt reads (kubenpu.extender.config.RBAC_RULES, compared below).
     "extender": {
         ("", "nodes"): {"get", "list", "watch"},
         ("", "pods"): {"get", "list", "watch", "patch"},
         ("", "pods/binding"): {"create"},
+        ("policy", "poddisruptionbudgets"): {"list"},
     },
     # the largest NPU node and the namespace's registry annotations
     # (kubenpu.webhook.lookups: list_node, read_namespace).

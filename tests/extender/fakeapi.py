@@ -8,7 +8,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from kubenpu.extender.core import ApiError, Conflict
+from kubenpu.errors import ApiError, Conflict
 from kubenpu.names import ANNOTATION_DEVICE_INVENTORY, LABEL_NPU_MODEL, RESOURCE_NPU
 
 

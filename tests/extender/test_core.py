@@ -7,8 +7,10 @@ import threading
 import pytest
 
 from extender.fakeapi import FakeApi, node, pod
+from kubenpu.errors import ApiError, Conflict, PlacementError
+from kubenpu.extender.binder import BindError, overcommitted
 from kubenpu.extender.cache import ClusterCache
-from kubenpu.extender.core import ApiError, Conflict, Extender, overcommitted
+from kubenpu.extender.core import Extender
 from kubenpu.model import Placement
 from kubenpu.names import (
     ANNOTATION_ASSUMED_AT,
@@ -43,6 +45,16 @@ def bind_args(p: dict, target: str) -> dict:
     }
 
 
+def bind(ext: Extender, p: dict, target: str) -> str:
+    """Bind ``p`` to ``target``: "" when bound, else why not (kube-scheduler's ``Error``)."""
+    try:
+        ext.bind(bind_args(p, target))
+    except BindError as err:
+        assert isinstance(err, PlacementError)
+        return str(err)
+    return ""
+
+
 def sync(ext: Extender, api: FakeApi) -> None:
     """What the watch would deliver: every pod as the API has it now."""
     with ext.lock:
@@ -55,7 +67,7 @@ def test_filter_gives_a_reason_per_node_in_kube_scheduler_style() -> None:
     ext = extender(api)
     for i in range(3):
         p = api.add_pod(pod(f"w{i}", npus=1))
-        assert ext.bind(bind_args(p, "n1")) == {"Error": ""}
+        assert bind(ext, p, "n1") == ""
     sync(ext, api)
     shared = pod("s", core=40, node_selector={LABEL_NPU_MODEL: "hanguang-800"})
     result = ext.filter(args(shared, ["n1", "n2", "n3"]), ["n1", "n2", "n3"])
@@ -70,7 +82,7 @@ def test_filter_gives_a_reason_per_node_in_kube_scheduler_style() -> None:
     assert result["FailedNodes"] == {"n1": "Insufficient aliyun.com/npu"}
     # Shares: fill the last device to 70%, then 40% fits nowhere.
     p = api.add_pod(pod("s70", core=70))
-    assert ext.bind(bind_args(p, "n1"))["Error"] == ""
+    assert bind(ext, p, "n1") == ""
     sync(ext, api)
     result = ext.filter(args(shared, ["n1"]), ["n1"])
     assert result["FailedNodes"] == {
@@ -100,7 +112,7 @@ def test_filter_excludes_unhealthy_devices() -> None:
         "n2": "fewer than 2 healthy aliyun.com/npu",
     }
     p = api.add_pod(pod("one", npus=1))
-    assert ext.bind(bind_args(p, "n2"))["Error"] == ""
+    assert bind(ext, p, "n2") == ""
     assert api.get_pod("default", "one")["metadata"]["annotations"][ANNOTATION_DEVICES] == "npu-0"
 
 
@@ -109,7 +121,7 @@ def test_prioritize_gives_the_engines_choice_10() -> None:
     api = FakeApi([node("n1"), node("n2"), node("n3", 0)])
     ext = extender(api, "bestfit")
     p = api.add_pod(pod("w", npus=1))
-    assert ext.bind(bind_args(p, "n2"))["Error"] == ""
+    assert bind(ext, p, "n2") == ""
     sync(ext, api)
     scores = ext.prioritize(args(pod("s", core=30), ["n1", "n2", "n3"]), ["n1", "n2", "n3"])
     assert scores == [
@@ -125,7 +137,7 @@ def test_bind_records_the_placement_then_binds() -> None:
     api = FakeApi([node("n1", 8, groups=2)])
     ext = extender(api, "fgd")
     p = api.add_pod(pod("quad", npus=4))
-    assert ext.bind(bind_args(p, "n1")) == {"Error": ""}
+    assert bind(ext, p, "n1") == ""
     got = api.get_pod("default", "quad")
     ann = got["metadata"]["annotations"]
     assert got["spec"]["nodeName"] == "n1"
@@ -139,7 +151,7 @@ def test_bind_records_the_placement_then_binds() -> None:
     assert got["metadata"]["labels"][LABEL_PLACED_NODE] == "n1"
     assert api.calls == ["get", "patch", "list", "bind", "get"]  # the last get is ours
     # A retried bind of a bound pod is a no-op success.
-    assert ext.bind(bind_args(p, "n1")) == {"Error": ""}
+    assert bind(ext, p, "n1") == ""
 
 
 def test_failed_binding_rolls_back_the_reservation_and_the_record() -> None:
@@ -147,14 +159,14 @@ def test_failed_binding_rolls_back_the_reservation_and_the_record() -> None:
     ext = extender(api)
     p = api.add_pod(pod("a", npus=1))
     api.fail["bind"] = ApiError("apiserver down", 503)
-    result = ext.bind(bind_args(p, "n1"))
-    assert "apiserver down" in result["Error"]
+    result = bind(ext, p, "n1")
+    assert "apiserver down" in result
     got = api.get_pod("default", "a")
     assert ANNOTATION_NODE not in got["metadata"]["annotations"]
     assert not got["spec"].get("nodeName")
     # The device is free again in the cache: the next bind gets it.
     assert ext.filter(args(p, ["n1"]), ["n1"])["NodeNames"] == ["n1"]
-    assert ext.bind(bind_args(p, "n1")) == {"Error": ""}
+    assert bind(ext, p, "n1") == ""
 
 
 def test_bind_refuses_a_changed_pod_and_a_node_that_is_full() -> None:
@@ -162,13 +174,13 @@ def test_bind_refuses_a_changed_pod_and_a_node_that_is_full() -> None:
     ext = extender(api)
     p = api.add_pod(pod("a", npus=1))
     api.fail["patch"] = Conflict("modified", 409)
-    assert "changed meanwhile" in ext.bind(bind_args(p, "n1"))["Error"]
-    assert ext.bind(bind_args(p, "n1"))["Error"] == ""
+    assert "changed meanwhile" in bind(ext, p, "n1")
+    assert bind(ext, p, "n1") == ""
     sync(ext, api)
     q = api.add_pod(pod("b", npus=1))
-    assert "no longer fits on n1" in ext.bind(bind_args(q, "n1"))["Error"]
+    assert "no longer fits on n1" in bind(ext, q, "n1")
     gone = dict(q, metadata=dict(q["metadata"], uid="other"))
-    assert "not the one scheduled" in ext.bind(bind_args(gone, "n1"))["Error"]
+    assert "not the one scheduled" in bind(ext, gone, "n1")
 
 
 def test_interrupted_bind_is_kept_by_a_restarted_extender() -> None:
@@ -186,7 +198,7 @@ def test_interrupted_bind_is_kept_by_a_restarted_extender() -> None:
     assert other["FailedNodes"] == {"n1": "Insufficient aliyun.com/npu"}
     # The pod itself is decided as if it held nothing, and keeps its devices when bound.
     assert ext.filter(args(p, ["n1"]), ["n1"])["NodeNames"] == ["n1"]
-    assert ext.bind(bind_args(p, "n1")) == {"Error": ""}
+    assert bind(ext, p, "n1") == ""
     assert api.get_pod("default", "a")["metadata"]["annotations"][ANNOTATION_DEVICES] == "npu-2"
 
 
@@ -200,7 +212,7 @@ def test_two_replicas_racing_for_the_last_device_never_both_win() -> None:
     api = FakeApi([node("n1", 1)])
     a, b = extender(api), extender(api)
     pa, pb = api.add_pod(pod("pa", npus=1)), api.add_pod(pod("pb", npus=1))
-    results: dict[str, dict] = {}
+    results: dict[str, str] = {}
     b_started = threading.Event()
 
     def interleave() -> None:
@@ -208,19 +220,17 @@ def test_two_replicas_racing_for_the_last_device_never_both_win() -> None:
         if threading.current_thread().name == "A" and not b_started.is_set():
             b_started.set()
             tb = threading.Thread(
-                target=lambda: results.setdefault("b", b.bind(bind_args(pb, "n1"))), name="B"
+                target=lambda: results.setdefault("b", bind(b, pb, "n1")), name="B"
             )
             tb.start()
             tb.join()
 
     api.after_patch = interleave
-    ta = threading.Thread(
-        target=lambda: results.setdefault("a", a.bind(bind_args(pa, "n1"))), name="A"
-    )
+    ta = threading.Thread(target=lambda: results.setdefault("a", bind(a, pa, "n1")), name="A")
     ta.start()
     ta.join()
     # Exactly one binder wins: A, whose record B saw and yielded to.
-    winners = [k for k, r in results.items() if not r["Error"]]
+    winners = [k for k, r in results.items() if not r]
     assert winners == ["a"], results
     bound = [p["metadata"]["name"] for p in api.pods.values() if p["spec"].get("nodeName")]
     assert bound == ["pa"]
@@ -237,7 +247,7 @@ def test_two_replicas_racing_for_the_last_device_never_both_win() -> None:
     a, b = extender(api), extender(api)
     for ext, p in ((a, pa), (b, pb)):
         if not api.get_pod("default", p["metadata"]["name"])["spec"].get("nodeName"):
-            ext.bind(bind_args(p, "n1"))
+            bind(ext, p, "n1")
     assert sum(bool(p["spec"].get("nodeName")) for p in api.pods.values()) == 1
 
 
@@ -245,17 +255,17 @@ def test_threads_in_one_extender_never_share_a_device() -> None:
     api = FakeApi([node("n1", 4), node("n2", 4)])
     ext = extender(api)
     pods = [api.add_pod(pod(f"p{i}", npus=1)) for i in range(12)]
-    results = [None] * len(pods)
+    results = [""] * len(pods)
 
-    def bind(i: int) -> None:
-        results[i] = ext.bind(bind_args(pods[i], "n1" if i % 2 else "n2"))
+    def bind_one(i: int) -> None:
+        results[i] = bind(ext, pods[i], "n1" if i % 2 else "n2")
 
-    threads = [threading.Thread(target=bind, args=(i,)) for i in range(len(pods))]
+    threads = [threading.Thread(target=bind_one, args=(i,)) for i in range(len(pods))]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert sum(not r["Error"] for r in results) == 8  # 4 devices on each node
+    assert sum(not r for r in results) == 8  # 4 devices on each node
     held = [
         (p["spec"]["nodeName"], p["metadata"]["annotations"][ANNOTATION_DEVICES])
         for p in api.pods.values()

@@ -25,11 +25,11 @@ def test_prioritize_after_filter_scores_as_without_the_memo() -> None:
         args: Any = {"Pod": pod(f"p{k}", npus=rng.choice([1, 2, 4])), "NodeNames": names}
         passed = ext.filter(args, names)["NodeNames"] or []
         remembered = ext.scores(args, passed)
-        ext._recent_names.clear()
+        ext._recent.clear()
         assert remembered == ext.scores(args, list(passed))
         # The caller owns the answer: changing it must not confuse the next call.
         passed = ext.filter(args, names)["NodeNames"] or []
         passed.reverse()
         remembered = ext.scores(args, passed)
-        ext._recent_names.clear()
+        ext._recent.clear()
         assert remembered == ext.scores(args, list(passed))

@@ -1,4 +1,4 @@
-"""The hand-written JSON of the wire module against ``json``, on random inputs."""
+"""The wire module's JSON against ``json``, on random inputs, and its memo of name lists."""
 
 from __future__ import annotations
 
@@ -8,17 +8,20 @@ import random
 import pytest
 
 from extender.test_http import FILTER_BODY, call, server  # noqa: F401 (server: a fixture)
+from kubenpu.errors import WireError
 from kubenpu.extender.server import ExtenderHTTPServer
 from kubenpu.extender.wire import (
-    NameCache,
+    NameLists,
+    decode,
     encode_filter_result,
-    escape,
+    encode_priorities,
+    parse_extender_args,
     printf_safe,
     printf_safe_reasons,
-    split_node_names,
+    priority_heads,
 )
 
-ALPHABET = 'ab-.0"\\/\n\tü€😀\x00\x7f'
+ALPHABET = 'ab-.0"\\/\n\tü€😀\x00\x7f%'
 
 
 def _text(rng: random.Random, longest: int) -> str:
@@ -26,7 +29,7 @@ def _text(rng: random.Random, longest: int) -> str:
 
 
 @pytest.mark.parametrize("seed", range(40))
-def test_filter_answer_is_what_json_dumps_writes(seed: int) -> None:
+def test_answers_decode_to_what_was_encoded(seed: int) -> None:
     rng = random.Random(seed)
     names = list(dict.fromkeys(_text(rng, 12) for _ in range(rng.randint(0, 60))))
     reasons = [_text(rng, 30) for _ in range(rng.randint(1, 4))]
@@ -36,36 +39,44 @@ def test_filter_answer_is_what_json_dumps_writes(seed: int) -> None:
     failed = {n: rng.choice(reasons) for n in names[cut[0] : cut[1]]}
     never = {n: rng.choice(reasons) for n in names[cut[1] :]}
     error = _text(rng, 10)
-    # A cache that knows some names already and must not mix them up.
-    escaped = NameCache(escape, limit=rng.randint(0, 30))
-    escaped.many(rng.sample(names, len(names) // 2))
-    body, array = encode_filter_result(passed, failed, never, error, escaped)
-    old = {"NodeNames": passed, "FailedNodes": failed, "FailedAndUnresolvableNodes": never}
-    old["Error"] = error  # type: ignore[assignment]
-    assert json.loads(body) == old
-    assert body == json.dumps(old, separators=(",", ":")).encode()
-    assert json.loads(array) == passed
+    body = encode_filter_result(
+        {
+            "NodeNames": passed,
+            "FailedNodes": failed,
+            "FailedAndUnresolvableNodes": never,
+            "Error": error,
+        }
+    )
+    assert json.loads(body) == {
+        "NodeNames": passed,
+        "FailedNodes": {n: printf_safe(r) for n, r in failed.items()},
+        "FailedAndUnresolvableNodes": {n: printf_safe(r) for n, r in never.items()},
+        "Error": printf_safe(error),
+    }
+    scores = [rng.randint(0, 10) for _ in names]
+    want = [{"Host": n, "Score": s} for n, s in zip(names, scores, strict=True)]
+    got = encode_priorities(priority_heads(names), scores)
+    assert got == json.dumps(want, separators=(",", ":")).encode()
 
 
-def test_node_names_split_off_only_at_the_top_level() -> None:
+def test_name_lists_are_found_by_equality_in_any_field_order() -> None:
+    recent = NameLists(size=2)
     names = ["n1", "n2"]
-    body = {"Pod": {"metadata": {"name": "p"}}, "Nodes": None, "NodeNames": names}
-    raw = json.dumps(body, separators=(",", ":")).encode()
-    head, array = split_node_names(raw)  # type: ignore[misc]
-    assert json.loads(head) == {"Pod": {"metadata": {"name": "p"}}, "Nodes": None}
-    assert json.loads(array) == names
-    assert split_node_names(raw + b"\n") == (head, array)
-    # Not Go's compact layout, or NodeNames not last: the caller decodes the whole body.
-    assert split_node_names(json.dumps(body).encode()) is None
-    assert split_node_names(b'{"NodeNames":["n1"],"Pod":{}}') is None
-    # A nested NodeNames last in the body splits, but its head is not a whole object.
-    nested = b'{"Pod":{"metadata":{},"NodeNames":["x"]}}'
-    head, _ = split_node_names(nested)  # type: ignore[misc]
-    with pytest.raises(ValueError):
-        json.loads(head)
-    # Inside a string the key's quote is escaped, so it is not found there.
-    quoted = json.dumps({"Pod": {"a": ',"NodeNames":[]}'}}, separators=(",", ":")).encode()
-    assert split_node_names(quoted) is None
+    for raw in (
+        b'{"Pod":{"metadata":{}},"Nodes":null,"NodeNames":["n1","n2"]}',
+        b'{"NodeNames":["n1","n2"],"Pod":{"metadata":{}}}',
+    ):
+        _, found = parse_extender_args(decode(raw), recent)
+        assert found == names
+    # The second body's list is the first one's, validated then.
+    assert recent.find(names) is found
+    assert recent.heads(names) == priority_heads(names)
+    recent.add(["a"])
+    recent.add(["b"])
+    assert recent.find(names) is None  # only the last two are kept
+    assert recent.heads(names) == priority_heads(names)
+    with pytest.raises(WireError, match="list of strings"):
+        parse_extender_args(decode(b'{"Pod":{"metadata":{}},"NodeNames":["n1",2]}'), recent)
 
 
 def test_recent_name_lists_answer_like_fresh_ones(server: ExtenderHTTPServer) -> None:  # noqa: F811
@@ -80,8 +91,8 @@ def test_recent_name_lists_answer_like_fresh_ones(server: ExtenderHTTPServer) ->
     )
     assert prioritized == call(server, "POST", "/prioritize", json.dumps(body).encode())
     assert [h["Host"] for h in json.loads(prioritized[1])] == ["n1", "n2"]
-    # A known head with an array that is not names is still refused.
-    bad = compact.replace(b'"NodeNames":["n1","n2","cpu"]', b'"NodeNames":["n1",2]')
+    # A known list but for one name that is not a string is still refused.
+    bad = compact.replace(b'"NodeNames":["n1","n2","cpu"]', b'"NodeNames":["n1","n2",3]')
     status, raw = call(server, "POST", "/filter", bad)
     assert status == 400 and b"NodeNames must be a list of strings" in raw
 
@@ -93,7 +104,11 @@ def test_printf_safe_leaves_no_percent_sign_and_keeps_the_map() -> None:
         "b": "fine",
         "c": "'30\uff05' is not a quantity",
     }
+    clean = {"a": "fine"}
+    assert printf_safe_reasons(clean) is clean
     assert printf_safe("100%%") == "100\uff05\uff05"
-    body, _ = encode_filter_result([], reasons, {}, "at 5%", NameCache(escape))
+    body = encode_filter_result(
+        {"NodeNames": [], "FailedNodes": reasons, "FailedAndUnresolvableNodes": {}, "Error": "5%"}
+    )
     assert b"%" not in body
-    assert json.loads(body)["Error"] == "at 5\uff05"
+    assert json.loads(body)["Error"] == "5\uff05"

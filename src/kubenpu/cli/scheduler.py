@@ -1,4 +1,4 @@
-"""``kubenpu scheduler``: the kube-scheduler extender (filter, prioritize, bind)."""
+"""``kubenpu scheduler``: the kube-scheduler extender (filter, prioritize, bind, preempt)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def scheduler(
     address: str = typer.Option("0.0.0.0", "--address", help="Address to listen on."),
     kubeconfig: str = typer.Option("", "--kubeconfig", help="Kubeconfig (default: in-cluster)."),
     policy: str = typer.Option(
-        "", "--policy", help="Placement policy spec (default: kubenpu's best, else fgd)."
+        "", "--policy", help="Placement policy spec, e.g. fgd:2+bestfit (default: kubenpu)."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the engine's tie-break order."),
     tls_cert: str = typer.Option("", "--tls-cert", help="Serve HTTPS with this certificate."),
@@ -54,6 +54,7 @@ def scheduler(
             ready=service.ready,
             prefix=url_prefix,
             tls=(tls_cert, tls_key) if tls_cert else None,
+            preempter=service.preempter,
         )
     except KubeNpuError as err:
         log.error("%s", err)

@@ -1,11 +1,12 @@
 """Filter: which nodes can take a request, and why the others cannot.
 
-The arithmetic is vectorised over all nodes; reasons are only counted when asked for
+The arithmetic is vectorised over all nodes; reasons are only worked out when asked for
 (the fast path of a simulator needs the mask alone).
 """
 
 from __future__ import annotations
 
+import enum
 from collections import Counter
 
 import numpy as np
@@ -13,6 +14,48 @@ import numpy as np
 from kubenpu.engine.state import FULL, ClusterState
 from kubenpu.model import Request
 from kubenpu.names import RESOURCE_NPU, RESOURCE_NPU_CORE, RESOURCE_NPU_MEM
+
+
+class Reason(enum.Enum):
+    """Why a node cannot take a request, in the order a user would fix them.
+
+    The value is a short label (for metrics); :meth:`text` is the human text.
+    """
+
+    NO_NPU = "no_npu"
+    MODEL = "model"
+    UNHEALTHY = "unhealthy"
+    NPU = "npu"
+    NPU_CORE = "npu_core"
+    NPU_MEM = "npu_mem"
+    CPU = "cpu"
+    MEMORY = "memory"
+
+    @property
+    def unresolvable(self) -> bool:
+        """No waiting or preemption can cure it (the node has no NPU, or another model)."""
+        return self is Reason.NO_NPU or self is Reason.MODEL
+
+    def text(self, req: Request) -> str:
+        """The reason for ``req`` in kube-scheduler's words, e.g. ``Insufficient cpu``."""
+        # "percent", not "%": kube-scheduler formats reasons as printf formats (extender/wire.py).
+        pct = -(-req.share_milli // 10)
+        with_free_core = f"NPU with {pct} percent free core"
+        texts = {
+            Reason.NO_NPU: "no NPU devices",
+            Reason.MODEL: f"NPU model not {'|'.join(sorted(req.models))}",
+            Reason.UNHEALTHY: f"fewer than {req.npus} healthy {RESOURCE_NPU}",
+            Reason.NPU: f"Insufficient {RESOURCE_NPU}",
+            Reason.NPU_CORE: f"Insufficient {RESOURCE_NPU_CORE}: no {with_free_core}",
+            Reason.NPU_MEM: f"Insufficient {RESOURCE_NPU_MEM} on any {with_free_core}",
+            Reason.CPU: "Insufficient cpu",
+            Reason.MEMORY: "Insufficient memory",
+        }
+        return texts[self]
+
+
+#: Every reason, by its code (the position :func:`unfit_codes` gives).
+REASONS: tuple[Reason, ...] = tuple(Reason)
 
 
 def device_fit(state: ClusterState, req: Request, rows: np.ndarray | None = None) -> np.ndarray:
@@ -42,52 +85,41 @@ def feasible(state: ClusterState, req: Request, among: np.ndarray | None = None)
     return ok
 
 
-def unfit_codes(state: ClusterState, req: Request) -> tuple[np.ndarray, list[str]]:
-    """Per node, the index into the returned reasons of why it cannot take ``req`` (-1: fits).
-
-    Each node is charged to the first reason that rules it out, in the order a user would
-    fix them: no NPU at all, wrong model, too few devices, device capacity, CPU, memory.
-    """
-    # "percent", not "%": kube-scheduler formats reasons as printf formats (extender/wire.py).
-    pct = -(-req.share_milli // 10)
+def unfit_codes(state: ClusterState, req: Request) -> np.ndarray:
+    """Per node, the code (position in :data:`REASONS`) of the first reason that rules it
+    out for ``req``, in :class:`Reason` order; -1 where it fits."""
     wants = req.wants_devices
-    healthy = state.dev_healthy.sum(axis=1)
-    checks: list[tuple[np.ndarray | np.bool | bool, str]] = [
-        (wants & (state.num_devices == 0), "no NPU devices"),
-        (wants & ~state.models_mask(req.models), f"NPU model not {'|'.join(sorted(req.models))}"),
+    checks: list[tuple[np.ndarray | np.bool | bool, Reason]] = [
+        (wants & (state.num_devices == 0), Reason.NO_NPU),
+        (wants & ~state.models_mask(req.models), Reason.MODEL),
     ]
     if req.npus:
         checks += [
-            (healthy < req.npus, f"fewer than {req.npus} healthy {RESOURCE_NPU}"),
-            (state.full_free < req.npus, f"Insufficient {RESOURCE_NPU}"),
+            (state.dev_healthy.sum(axis=1) < req.npus, Reason.UNHEALTHY),
+            (state.full_free < req.npus, Reason.NPU),
         ]
     elif req.share_milli:
-        core_fit = (state.dev_free >= req.share_milli).any(axis=1)
-        checks += [
-            (~core_fit, f"Insufficient {RESOURCE_NPU_CORE}: no NPU with {pct} percent free core"),
-            (
-                ~device_fit(state, req).any(axis=1),
-                f"Insufficient {RESOURCE_NPU_MEM} on any NPU with {pct} percent free core",
-            ),
-        ]
+        checks.append((~(state.dev_free >= req.share_milli).any(axis=1), Reason.NPU_CORE))
+        if req.share_memory_mib:  # else a device with the core free fits
+            checks.append((~device_fit(state, req).any(axis=1), Reason.NPU_MEM))
     checks += [
-        (state.cpu_free < req.cpu_milli, "Insufficient cpu"),
-        (state.mem_free < req.memory_mib, "Insufficient memory"),
+        (state.cpu_free < req.cpu_milli, Reason.CPU),
+        (state.mem_free < req.memory_mib, Reason.MEMORY),
     ]
     conds = [np.broadcast_to(c, (state.num_nodes,)) for c, _ in checks]
-    code = np.select(conds, list(range(len(checks))), default=-1)
-    return code, [why for _, why in checks]
+    codes: np.ndarray = np.select(conds, [REASONS.index(r) for _, r in checks], default=-1)
+    return codes
 
 
 def unfit_reasons(
     state: ClusterState, req: Request, among: np.ndarray | None = None
 ) -> Counter[str]:
-    """Count, per reason, the nodes that cannot take ``req`` (see ``unfit_codes``)."""
-    code, reasons = unfit_codes(state, req)
+    """Count, per reason's text, the nodes that cannot take ``req`` (see ``unfit_codes``)."""
+    code = unfit_codes(state, req)
     if among is not None:
         code = code[among]
-    counts = np.bincount(code[code >= 0], minlength=len(reasons))
-    return Counter({reasons[i]: int(n) for i, n in enumerate(counts) if n})
+    counts = np.bincount(code[code >= 0], minlength=len(REASONS))
+    return Counter({REASONS[i].text(req): int(n) for i, n in enumerate(counts) if n})
 
 
 def explain_unfit(state: ClusterState, req: Request, among: np.ndarray | None = None) -> str:

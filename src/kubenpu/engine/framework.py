@@ -1,9 +1,10 @@
 """The engine, shaped like the Kubernetes scheduling framework.
 
-One decision runs: filter (``fit.feasible``) -> score (each policy of the profile, over all
-feasible nodes at once) -> normalise (to 0..100) -> weighted sum -> select host (ties broken
-at random, as kube-scheduler does) -> select devices (the profile's device policy) ->
-reserve. "Does not fit" is a returned status, not an exception.
+One decision runs: filter (:meth:`Engine.filter`) -> score (each policy of the profile,
+over all feasible nodes at once, weighted and summed) -> select host (the best score, ties
+broken by a seeded node order fixed for the engine's life) -> select devices (the
+profile's device policy) -> reserve. "Does not fit" is a returned status, not an exception.
+The extender calls the same steps one by one: filter, score, decide on one node.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from kubenpu.engine import fit
+from kubenpu.engine.device_choice import choose_whole
 from kubenpu.engine.state import FULL, ClusterState
 from kubenpu.model import Placement, Request
 
@@ -83,22 +85,13 @@ def select_devices_packed(
 def select_whole_topology(
     state: ClusterState, node: int, free_slots: np.ndarray, k: int
 ) -> list[int]:
-    """Pick ``k`` of ``free_slots``: one group if any group can hold all, else fewest groups."""
-    groups = state.dev_group[node, free_slots]
-    uniq, counts = np.unique(groups, return_counts=True)
-    fitting = uniq[counts >= k]
-    if fitting.size:
-        # The tightest group that fits: leaves bigger free groups for bigger pods.
-        g = fitting[np.argmin(counts[counts >= k])]
-        return [int(s) for s in free_slots[groups == g][:k]]
-    # Span as few groups as possible: largest free groups first.
-    order = uniq[np.argsort(-counts, kind="stable")]
-    chosen: list[int] = []
-    for g in order:
-        chosen.extend(int(s) for s in free_slots[groups == g])
-        if len(chosen) >= k:
-            break
-    return chosen[:k]
+    """Pick ``k`` of ``free_slots``: one group if any group can hold all, else fewest groups.
+
+    The rule is :func:`kubenpu.engine.device_choice.choose_whole`, which the device plugin
+    uses too; slots are taken in ascending order within a group.
+    """
+    picks = choose_whole(state.dev_group[node, free_slots].tolist(), k)
+    return [int(free_slots[i]) for i in picks]
 
 
 @dataclass(frozen=True)
@@ -126,41 +119,65 @@ class Decision:
     reason: str = ""
 
 
+@dataclass
+class Scored:
+    """Score's answer: the cycle, the profile's score of each candidate, and the pick."""
+
+    cycle: Cycle
+    scores: np.ndarray
+    #: Node row of the engine's choice (best score, ties by the engine's rank); -1: none.
+    pick: int
+
+
 class Engine:
     """Decides and records placements on a ``ClusterState`` with one ``Profile``."""
 
-    def __init__(self, state: ClusterState, profile: Profile, seed: int = 0, ties: str = "order"):
+    def __init__(self, state: ClusterState, profile: Profile, seed: int = 0):
         self.state = state
         self.profile = profile
         self.rng = np.random.default_rng(seed)
-        self.ties = ties
         #: Tie-break rank of each node: a seeded shuffle, fixed for the engine's life.
         self.rank = self.rng.permutation(state.num_nodes)
 
+    def filter(self, req: Request, among: np.ndarray | None = None) -> np.ndarray:
+        """Mask of the nodes (optionally only ``among`` these) that can take ``req`` now."""
+        return fit.feasible(self.state, req, among)
+
+    def reasons(self, req: Request) -> np.ndarray:
+        """Per node, why it cannot take ``req``: a code into ``fit.REASONS`` (-1: it can)."""
+        return fit.unfit_codes(self.state, req)
+
     def cycle(self, req: Request, among: np.ndarray | None = None) -> Cycle:
-        """Filter: a cycle over the nodes (optionally only ``among``) that fit ``req``."""
-        mask = fit.feasible(self.state, req, among)
-        return Cycle(self.state, req, np.flatnonzero(mask), self.rng)
+        """A cycle over the nodes (optionally only ``among``) that fit ``req``."""
+        return Cycle(self.state, req, np.flatnonzero(self.filter(req, among)), self.rng)
+
+    def score(self, req: Request, among: np.ndarray | None = None) -> Scored:
+        """Filter and score: the profile's scores of the candidates, and the best one."""
+        cyc = self.cycle(req, among)
+        if cyc.candidates.size == 0:
+            return Scored(cyc, np.zeros(0), -1)
+        scores = self.profile.score(cyc)
+        best = np.flatnonzero(scores == scores.max())
+        pick = best[0] if best.size == 1 else best[np.argmin(self.rank[cyc.candidates[best]])]
+        return Scored(cyc, scores, int(cyc.candidates[pick]))
 
     def decide(self, req: Request, among: np.ndarray | None = None) -> Decision:
         """Choose a node and devices for ``req`` without reserving them."""
-        cyc = self.cycle(req, among)
-        if cyc.candidates.size == 0:
+        scored = self.score(req, among)
+        if scored.pick < 0:
             return Decision(
                 self._no_fit_code(req), reason=fit.explain_unfit(self.state, req, among)
             )
-        scores = self.profile.score(cyc)
-        best = np.flatnonzero(scores == scores.max())
-        if best.size == 1:
-            pick = best[0]
-        elif self.ties == "order":
-            pick = best[np.argmin(self.rank[cyc.candidates[best]])]
-        else:
-            pick = best[self.rng.integers(best.size)]
-        return Decision(Code.SUCCESS, self.placement_on(cyc, int(cyc.candidates[pick])))
+        return Decision(Code.SUCCESS, self.placement_on(scored.cycle, scored.pick))
+
+    def decide_on(self, req: Request, node: int) -> Decision:
+        """:meth:`decide` among one node (bind: the node kube-scheduler chose)."""
+        only = np.zeros(self.state.num_nodes, dtype=bool)
+        only[node] = True
+        return self.decide(req, only)
 
     def placement_on(self, cyc: Cycle, node: int) -> Placement:
-        """The profile's device choice for the cycle's request on ``node``."""
+        """The profile's device choice for the cycle's request on ``node`` (a scored one)."""
         slots, shares = self.profile.devices.select_devices(cyc, node)
         return Placement(
             pod=cyc.request.name,

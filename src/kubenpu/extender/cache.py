@@ -1,19 +1,15 @@
 """Nodes and Pods from the API, kept as the engine's ``ClusterState`` (no I/O here).
 
-Pods are accounted as follows (see docs/extender.md):
-
-- a placement recorded on the pod (``kubenpu.io/node``, ``devices``, ``shares``) holds
-  exactly those devices, bound or not: the record is the source of truth, so a restarted
-  extender reserves what its predecessor assumed but did not bind yet;
-- a bound pod without a record (placed by another scheduler) holds its CPU and memory,
-  and NPUs chosen here the way the engine would (the device plugin decides locally then);
-- finished (Succeeded/Failed) and deleted pods hold nothing.
-
-Node changes that only flip device health are applied in place; any other change (a new
-node, other devices, capacity, labels) rebuilds the state and re-reserves every pod,
-which is rare. The FGD-style policies need the workload's task mix: it is estimated from
-the NPU pods in the cache plus the last ``mix_window`` requests seen by filter, and the
-profile is rebuilt when the set of task shapes changes.
+A pod's recorded placement (``kubenpu.io/node``, ``devices``, ``shares``) holds exactly
+those devices, bound or not (the record is the truth after a restart); a bound pod without
+one holds its CPU and memory and the NPUs the engine would choose; finished and deleted
+pods hold nothing. A node change that only flips device health is applied in place, any
+other rebuilds the state. The task mix (FGD-style policies) is estimated from the cached
+NPU pods and the last ``mix_window`` requests seen by filter; the profile is rebuilt when
+its set of task shapes changes. Nodes labelled ``kubenpu.io/npu-driver=dra`` are served by
+kube-scheduler's DRA plugin, not kubenpu's engine: :meth:`ClusterCache.dra_rows` marks
+their rows, and pods on them hold CPU and memory only (their claims hold the devices).
+docs/extender.md, "The cache", says more.
 """
 
 from __future__ import annotations
@@ -39,16 +35,11 @@ from kubenpu.engine.framework import Engine, select_devices_packed
 from kubenpu.engine.state import ClusterState
 from kubenpu.errors import ObjectError, PlacementError
 from kubenpu.model import Node, Placement, Request
+from kubenpu.names import LABEL_NPU_DRIVER, NPU_DRIVER_DRA
 
 log = logging.getLogger(__name__)
 
 _TERMINAL = ("Succeeded", "Failed")
-
-
-def default_policy() -> str:
-    """kubenpu's best policy when the engine has it, else FGD."""
-    best = getattr(policies, "DEFAULT", "kubenpu")
-    return best if best in policies.available() else "fgd"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,9 +80,16 @@ def pod_entry(obj: Mapping[str, Any]) -> PodEntry | None:
     return PodEntry(key, str(meta.get("uid", "")), request, placement, bool(node), False)
 
 
+def served_by_dra(node: Node) -> bool:
+    """Whether the node's NPUs are DRA's (label ``kubenpu.io/npu-driver=dra``): kube-scheduler's
+    DRA plugin decides for it and its claims hold the devices, so kubenpu does not judge it."""
+    return node.labels.get(LABEL_NPU_DRIVER) == NPU_DRIVER_DRA
+
+
 def _structure(node: Node) -> tuple:
     """Everything about a node but device health."""
     return (
+        served_by_dra(node),
         node.cpu_milli,
         node.memory_mib,
         node.model,
@@ -103,7 +101,7 @@ class ClusterCache:
     """The cluster as the engine sees it; not thread-safe (the extender holds a lock)."""
 
     def __init__(self, policy: str = "", *, seed: int = 0, mix_window: int = 1000) -> None:
-        self.policy = policy or default_policy()
+        self.policy = policy or policies.DEFAULT
         self._factory = policies.factory(self.policy)
         self._seed = seed
         self._nodes: dict[str, Node] = {}
@@ -113,6 +111,8 @@ class ClusterCache:
         # that a decision checks for a changed mix without walking every pod.
         self._shape_count: Counter[tuple] = Counter()
         self._state: ClusterState | None = None
+        #: Per row of ``_state``: the node is DRA-served (:func:`served_by_dra`).
+        self._dra = np.zeros(0, dtype=bool)
         self._engine: Engine | None = None
         self._shapes: frozenset = frozenset()
         #: Objects that could not be translated, by kind (exported as a metric).
@@ -210,10 +210,6 @@ class ClusterCache:
         self._count_shape(request, +1)
         self._pods[key] = PodEntry(key, uid, request, placement, False, True)
 
-    def entry(self, key: str) -> PodEntry | None:
-        """What the cache holds for a pod."""
-        return self._pods.get(key)
-
     def _count_shape(self, request: Request, delta: int) -> None:
         if request.wants_devices:
             shape = shape_of(request)
@@ -253,13 +249,29 @@ class ClusterCache:
     def state(self) -> ClusterState:
         """The engine state, rebuilt if nodes changed."""
         if self._state is None:
-            self._state = ClusterState([self._nodes[n] for n in sorted(self._nodes)])
+            state = ClusterState([self._nodes[n] for n in sorted(self._nodes)])
+            self._dra = np.fromiter(
+                map(served_by_dra, state.nodes), dtype=bool, count=state.num_nodes
+            )
+            self._dra.flags.writeable = False
+            self._state = state
             self._engine = None
             # Recorded placements first: they are facts; inferred ones fill in around them.
             order = sorted(self._pods.values(), key=lambda e: (not e.recorded, e.assumed_at, e.key))
             for entry in order:
                 self._reserve(entry)
         return self._state
+
+    def dra_rows(self) -> np.ndarray:
+        """Boolean mask over :meth:`state`'s rows: the DRA-served nodes (read-only; made with
+        the state, so a filter spends no Python loop on it)."""
+        self.state()
+        return self._dra
+
+    def served_by_dra(self, name: str) -> bool:
+        """Whether the node ``name`` is known and DRA-served."""
+        node = self._nodes.get(name)
+        return node is not None and served_by_dra(node)
 
     def engine(self) -> Engine:
         """An engine over :meth:`state` with the configured policy and current task mix."""
@@ -282,20 +294,6 @@ class ClusterCache:
     def _mix(self) -> list[Request]:
         held = [e.request for e in self._pods.values() if e.request.wants_devices]
         return held + list(self._recent)
-
-    def mask(self, names: Iterable[str]) -> tuple[np.ndarray, list[str]]:
-        """Boolean mask over the state's nodes for ``names``, and the names not known."""
-        state = self.state()
-        mask = np.zeros(state.num_nodes, dtype=bool)
-        unknown = []
-        index = state.node_index
-        for name in names:
-            i = index.get(name)
-            if i is None:
-                unknown.append(name)
-            else:
-                mask[i] = True
-        return mask, unknown
 
     @contextmanager
     def released(self, key: str) -> Iterator[PodEntry | None]:
@@ -322,7 +320,14 @@ class ClusterCache:
         if i is None:
             return  # a node not (yet) in the cache: accounted once it appears
         request = entry.request
-        if entry.recorded:
+        if self._dra[i]:
+            # The pod's claim holds its NPUs (kubenpu sees no devices there): CPU and
+            # memory only, so a record or NPU request never counts as a conflict.
+            placement = Placement(placement.pod, placement.node)
+            request = replace(
+                request, npus=0, share_milli=0, share_memory_mib=0, models=frozenset()
+            )
+        elif entry.recorded:
             placement = self._resolve(i, placement)
         elif request.wants_devices:
             placement = self._infer(state, i, placement, request)

@@ -26,6 +26,8 @@ RBAC_RULES: list[dict[str, Any]] = [
     {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "patch"]},
     {"apiGroups": [""], "resources": ["pods/binding"], "verbs": ["create"]},
+    # preempt: kube-scheduler's PDB flags for the victims it chooses.
+    {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": ["list"]},
 ]
 
 
@@ -37,6 +39,8 @@ def extender_entry(url_prefix: str, *, ca_data: str = "") -> dict[str, Any]:
         "filterVerb": "filter",
         "prioritizeVerb": "prioritize",
         "bindVerb": "bind",
+        # Device-aware victims: kube-scheduler's own preemption only counts resources.
+        "preemptVerb": "preempt",
         "weight": WEIGHT,
         "enableHTTPS": url_prefix.startswith("https://"),
         "httpTimeout": "5s",

@@ -13,9 +13,10 @@ import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from kubernetes.client import PolicyV1Api
 from kubernetes.client.exceptions import ApiException
 
-from kubenpu.extender.core import ApiError, Conflict
+from kubenpu.errors import ApiError, Conflict
 from kubenpu.kubeclient import core_api, raw, watch_chunks
 
 _MERGE_PATCH = "application/merge-patch+json"
@@ -39,6 +40,7 @@ class KubernetesApi:
 
     def __init__(self, kubeconfig: str = "") -> None:
         self.core = core_api(kubeconfig)
+        self.policy = PolicyV1Api(self.core.api_client)
 
     # -- informers -------------------------------------------------------------------
 
@@ -122,6 +124,20 @@ class KubernetesApi:
             raise _error(err, f"list pods {label_selector}") from None
         pods: builtins.list[dict[str, Any]] = json.loads(response.data).get("items") or []
         return pods
+
+    def list_pod_disruption_budgets(self) -> builtins.list[dict[str, Any]]:
+        """Every PodDisruptionBudget (policy/v1), a consistent read: preempt lists them
+        once per call, as rare as preemptions are."""
+        try:
+            response = raw(
+                self.policy.list_pod_disruption_budget_for_all_namespaces(
+                    _preload_content=False, _request_timeout=_TIMEOUT
+                )
+            )
+        except ApiException as err:
+            raise _error(err, "list poddisruptionbudgets") from None
+        pdbs: builtins.list[dict[str, Any]] = json.loads(response.data).get("items") or []
+        return pdbs
 
     def bind_pod(self, namespace: str, name: str, uid: str, node: str) -> None:
         """POST the pod's ``binding`` subresource (with the pod's uid as a precondition)."""

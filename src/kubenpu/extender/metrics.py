@@ -4,29 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from kubenpu.names import RESOURCE_NPU, RESOURCE_NPU_CORE, RESOURCE_NPU_MEM
-
 #: Latency buckets (seconds): a decision is meant to take milliseconds.
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-
-
-def reason_label(reason: str) -> str:
-    """A bounded label for a human-readable reason (which carries numbers)."""
-    prefixes = (
-        ("no NPU devices", "no_npu"),
-        ("NPU model", "model"),
-        ("fewer than", "unhealthy"),
-        (f"Insufficient {RESOURCE_NPU_CORE}", "npu_core"),
-        (f"Insufficient {RESOURCE_NPU_MEM}", "npu_mem"),
-        (f"Insufficient {RESOURCE_NPU}", "npu"),
-        ("Insufficient cpu", "cpu"),
-        ("Insufficient memory", "memory"),
-        ("node not known", "unknown_node"),
-    )
-    for prefix, label in prefixes:
-        if reason.startswith(prefix):
-            return label
-    return "other"
 
 
 class ExtenderMetrics:
@@ -75,6 +54,12 @@ class ExtenderMetrics:
             ["kind"],
             registry=self.registry,
         )
+
+    def count(self, verb: str, result: str, reason: str = "") -> None:
+        """One call answered; ``reason``: a bounded label of why it failed, if it did."""
+        self.decisions.labels(verb, result).inc()
+        if reason:
+            self.failures.labels(verb, reason).inc()
 
     def render(self) -> bytes:
         """The text exposition format."""

@@ -1,36 +1,37 @@
 """HTTP(S) front of the extender: JSON in, :class:`core.Extender` call, JSON out.
 
-Routes (``prefix`` + verb, POST): ``/filter``, ``/prioritize``, ``/bind``; GET
+Routes (``prefix`` + verb, POST): ``/filter``, ``/prioritize``, ``/bind``, ``/preempt``
+(when the server has a :class:`preempt.Preempter`); GET
 ``/healthz`` (the process answers), ``/readyz`` (synced with the API server) and
-``/metrics``. A body that is not what kube-scheduler sends gets 400 with a clear message
-(nesting too deep for the JSON decoder too). Connections: see :mod:`kubenpu.httpserving`
+``/metrics``. Errors become answers in one place (:func:`error_answer`): a refused bind
+is kube-scheduler's ``Error`` (200), a body that is not what kube-scheduler sends 400
+with a clear message, anything else 500. Connections: see :mod:`kubenpu.httpserving`
 (read timeout, one write per response, quiet disconnects).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import ssl
 import threading
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any
 
+from kubenpu.errors import WireError
+from kubenpu.extender.binder import BindError
 from kubenpu.extender.core import Extender
+from kubenpu.extender.preempt import Preempter
 from kubenpu.extender.wire import (
-    ExtenderArgs,
-    NameCache,
-    WireError,
+    NameLists,
+    decode,
+    encode,
     encode_filter_result,
+    encode_preemption_result,
     encode_priorities,
-    escape,
     parse_binding_args,
     parse_extender_args,
+    parse_preemption_args,
     printf_safe,
-    printf_safe_reasons,
-    priority_head,
-    split_node_names,
 )
 from kubenpu.httpserving import (
     CLIENT_GONE,
@@ -45,7 +46,7 @@ log = logging.getLogger(__name__)
 
 #: Largest request body accepted (a NodeList of thousands of full Nodes fits).
 MAX_BODY = 64 * 1024 * 1024
-#: NodeNames arrays remembered (as received or as answered) with their decoded lists.
+#: NodeNames lists remembered (as received or as answered by filter).
 RECENT_NAME_LISTS = 8
 
 
@@ -57,7 +58,8 @@ class ExtenderHTTPServer(HTTPServer):
     """One thread per connection; kube-scheduler keeps its connections alive.
 
     ``tls``: (certificate, key) files to serve HTTPS with; ``read_timeout``,
-    ``idle_timeout``: see :mod:`kubenpu.httpserving`.
+    ``idle_timeout``: see :mod:`kubenpu.httpserving`; ``preempter``: answers ``/preempt``
+    (without one that path is unknown).
     """
 
     def __init__(
@@ -70,6 +72,7 @@ class ExtenderHTTPServer(HTTPServer):
         tls: tuple[str, str] | None = None,
         read_timeout: float = READ_TIMEOUT,
         idle_timeout: float = IDLE_TIMEOUT,
+        preempter: Preempter | None = None,
     ) -> None:
         context = None
         if tls is not None:
@@ -84,30 +87,11 @@ class ExtenderHTTPServer(HTTPServer):
             idle_timeout=idle_timeout,
         )
         self.extender = extender
+        self.preempter = preempter
         self.ready = ready
         self.prefix = prefix.rstrip("/")
-        #: JSON literal, and prioritize head, of each node name.
-        self.escaped = NameCache(escape)
-        self.heads = NameCache(priority_head)
-        self._recent_lists: list[tuple[bytes, list[str]]] = []
-        self._recent_lock = threading.Lock()
-
-    def known_names(self, array: bytes) -> list[str] | None:
-        """The node name list a NodeNames array encodes, if it is a recent one:
-        kube-scheduler sends prioritize the names filter answered, and often the same
-        names call after call. The same list object comes back, which lets the
-        extender's own per-list memo match by identity."""
-        with self._recent_lock:
-            for known, names in self._recent_lists:
-                if known == array:
-                    return names
-        return None
-
-    def remember_names(self, array: bytes, names: list[str]) -> None:
-        """Note that ``array`` encodes ``names`` (a valid list, never to be modified)."""
-        with self._recent_lock:
-            others = [entry for entry in self._recent_lists if entry[0] != array]
-            self._recent_lists = [(array, names), *others[: RECENT_NAME_LISTS - 1]]
+        #: NodeNames lists recently received or answered, with their prioritize heads.
+        self.names = NameLists(RECENT_NAME_LISTS)
 
     @property
     def port(self) -> int:
@@ -129,9 +113,6 @@ class ExtenderHandler(Handler):
 
     def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
         self.respond(status, content_type, body)
-
-    def _json(self, status: int, data: Any) -> None:
-        self._send(status, json.dumps(data, separators=(",", ":")).encode())
 
     def _verb(self) -> str | None:
         prefix = self.server.prefix
@@ -156,85 +137,53 @@ class ExtenderHandler(Handler):
             self._send(404, b"not found\n", "text/plain")
 
     def do_POST(self) -> None:
-        """filter, prioritize, bind."""
+        """filter, prioritize, bind, preempt."""
         verb = self._verb()
-        if verb not in ("/filter", "/prioritize", "/bind"):
+        verbs = ("/filter", "/prioritize", "/bind")
+        if verb not in verbs and not (verb == "/preempt" and self.server.preempter):
             self.close_connection = True  # the body is not read: the stream cannot go on
-            self._json(404, {"Error": f"unknown path {self.path[:100]!r}"})
+            self._send(404, encode({"Error": f"unknown path {self.path[:100]!r}"}))
             return
         try:
-            extender = self.server.extender
-            if verb == "/bind":
-                bound = extender.bind(parse_binding_args(_decode(self._raw())))
-                self._json(200, {"Error": printf_safe(bound["Error"])})
-                return
-            args, names = self._extender_args()
-            if verb == "/filter":
-                result = extender.filter(args, names)
-                if args.get("NodeNames") is None:  # called with full Nodes: answer with Nodes
-                    keep = set(result["NodeNames"] or [])
-                    items = (args.get("Nodes") or {}).get("items") or []
-                    result["Nodes"] = {"items": [n for n in items if n["metadata"]["name"] in keep]}
-                    result["NodeNames"] = None
-                    never = result["FailedAndUnresolvableNodes"]
-                    result["FailedNodes"] = printf_safe_reasons(result["FailedNodes"])
-                    result["FailedAndUnresolvableNodes"] = printf_safe_reasons(never)
-                    result["Error"] = printf_safe(result["Error"])
-                    self._json(200, result)
-                else:
-                    passed = result["NodeNames"] or []
-                    body, array = encode_filter_result(
-                        passed,
-                        result["FailedNodes"],
-                        result["FailedAndUnresolvableNodes"],
-                        result["Error"],
-                        self.server.escaped,
-                    )
-                    self.server.remember_names(array.encode(), passed)
-                    self._send(200, body)
-            else:
-                scores = extender.scores(args, names)
-                self._send(200, encode_priorities(self.server.heads.many(names), scores))
-        except (WireError, BodyError) as err:
-            extender_verb = verb.lstrip("/")
-            self.server.extender.metrics.decisions.labels(extender_verb, "bad_request").inc()
-            self._json(400, {"Error": f"bad {extender_verb} request: {err}"})
+            body = self._answer(verb)
         except CLIENT_GONE:
             raise  # not the extender's failure: the server logs one line
-        except Exception:
-            log.exception("%s failed", verb)
-            self._json(
-                500, {"Error": f"internal error in {verb.lstrip('/')}; see the extender log"}
-            )
+        except Exception as err:
+            status, body = error_answer(verb.lstrip("/"), err, self.server.extender)
+            self._send(status, body)
+            return
+        self._send(200, body)
 
-    def _extender_args(self) -> tuple[ExtenderArgs, list[str]]:
-        """The filter/prioritize body, its NodeNames decoded only when not a recent list."""
-        raw = self._raw()
-        split = split_node_names(raw)
-        data = None
-        if split is not None:
-            head, array = split
-            try:
-                data = json.loads(head)
-            except (ValueError, UnicodeDecodeError, RecursionError):
-                data = None  # not the body's whole head after all: decode it all below
-        if not isinstance(data, dict):
-            return parse_extender_args(_decode(raw))
-        known = self.server.known_names(array)
-        data["NodeNames"] = _decode(array) if known is None else known
-        args, names = parse_extender_args(data, names_checked=known is not None)
-        if known is None and args.get("NodeNames") is not None:
-            self.server.remember_names(array, names)
-        return args, names
+    def _answer(self, verb: str) -> bytes:
+        extender = self.server.extender
+        data = decode(self.read_body(MAX_BODY))
+        if verb == "/bind":
+            extender.bind(parse_binding_args(data))
+            return b'{"Error":""}'
+        if verb == "/preempt" and self.server.preempter is not None:
+            pod, offered = parse_preemption_args(data)
+            return encode_preemption_result(self.server.preempter.preempt(pod, offered))
+        args, names = parse_extender_args(data, self.server.names)
+        if verb == "/prioritize":
+            scores = extender.scores(args, names)
+            return encode_priorities(self.server.names.heads(names), scores)
+        result = extender.filter(args, names)
+        if args.get("NodeNames") is None:  # called with full Nodes: answer with Nodes
+            keep = set(result["NodeNames"] or [])
+            items = (args.get("Nodes") or {}).get("items") or []
+            result["Nodes"] = {"items": [n for n in items if n["metadata"]["name"] in keep]}
+            result["NodeNames"] = None
+        elif result["NodeNames"]:
+            self.server.names.add(result["NodeNames"])  # prioritize gets these next
+        return encode_filter_result(result)
 
-    def _raw(self) -> bytes:
-        return self.read_body(MAX_BODY)
 
-
-def _decode(raw: bytes) -> Any:
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise WireError(f"body is not JSON: {err}") from None
-    except RecursionError:  # e.g. 100,000 nested arrays: no Kubernetes object is that deep
-        raise WireError("body is not JSON kube-scheduler sends: nested too deeply") from None
+def error_answer(verb: str, err: Exception, extender: Extender) -> tuple[int, bytes]:
+    """The HTTP status and body that answer ``err`` from ``verb``."""
+    if isinstance(err, BindError):  # counted and logged by the binder
+        return 200, encode({"Error": printf_safe(str(err))})
+    if isinstance(err, WireError | BodyError):
+        extender.metrics.decisions.labels(verb, "bad_request").inc()
+        return 400, encode({"Error": printf_safe(f"bad {verb} request: {err}")})
+    log.error("%s failed", verb, exc_info=err)
+    return 500, encode({"Error": f"internal error in {verb}; see the extender log"})

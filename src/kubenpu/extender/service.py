@@ -4,27 +4,19 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
 from kubenpu.adapters.kube import pod_key
 from kubenpu.errors import ObjectError
+from kubenpu.extender.api import WatchableApi
 from kubenpu.extender.cache import ClusterCache
-from kubenpu.extender.core import Extender, KubeApi
+from kubenpu.extender.core import Extender
 from kubenpu.extender.informer import Informer
 from kubenpu.extender.metrics import ExtenderMetrics
+from kubenpu.extender.preempt import PodIndex, Preempter
 
 log = logging.getLogger(__name__)
-
-
-class WatchableApi(KubeApi, Protocol):
-    """``KubeApi`` plus what the informers need."""
-
-    def list(self, kind: str) -> tuple[list[dict[str, Any]], str]:
-        """Every object of ``kind`` ("nodes" or "pods") and the resourceVersion."""
-
-    def watch(self, kind: str, version: str) -> Iterator[dict[str, Any]]:
-        """Watch events of ``kind`` from ``version``."""
 
 
 class ExtenderService:
@@ -34,10 +26,15 @@ class ExtenderService:
         self.metrics = ExtenderMetrics()
         self.cache = ClusterCache(policy, seed=seed)
         self.extender = Extender(self.cache, api, self.metrics)
+        #: What preempt needs of the pods beyond the cache, fed by the same informer.
+        self.pods = PodIndex()
+        self.preempter = Preempter(
+            self.extender, self.pods, lambda: api.list_pod_disruption_budgets()
+        )
         self.stop = threading.Event()
         self.informers = [
             self._informer(api, "nodes", self._node_event, self.cache.replace_nodes),
-            self._informer(api, "pods", self._pod_event, self.cache.replace_pods),
+            self._informer(api, "pods", self._pod_event, self._replace_pods),
         ]
         self._threads: list[threading.Thread] = []
 
@@ -72,15 +69,22 @@ class ExtenderService:
                 self.cache.upsert_node(obj)
             self._gauges()
 
+    def _replace_pods(self, objs: list[dict[str, Any]]) -> None:
+        self.cache.replace_pods(objs)
+        self.pods.replace(objs)
+
     def _pod_event(self, kind: str, obj: dict[str, Any]) -> None:
         with self.extender.lock:
             if kind == "DELETED":
                 try:
-                    self.cache.delete_pod(pod_key(obj))
+                    key = pod_key(obj)
                 except ObjectError:
                     return
+                self.cache.delete_pod(key)
+                self.pods.delete(key)
             else:
                 self.cache.upsert_pod(obj)
+                self.pods.upsert(obj)
             self._gauges()
 
     def _gauges(self) -> None:

@@ -25,6 +25,8 @@ extenders:
     {{- if $sc.extender.bind }}
     bindVerb: bind
     {{- end }}
+    # Device-aware victims (kube-scheduler's own preemption only counts resources).
+    preemptVerb: preempt
     weight: {{ $sc.extender.weight }}
     enableHTTPS: {{ .Values.extender.tls.enabled }}
     {{- if .Values.extender.tls.enabled }}

@@ -1,0 +1,246 @@
+"""Bind: choose the devices on kube-scheduler's node, record them on the pod, bind it.
+
+Races (docs/extender.md): binds are serialised in-process, and every bind (1) reserves
+its devices in the cache, so filters see them taken at once, (2) records the placement on
+the pod with a PATCH guarded by the pod's resourceVersion, then (3) reads afresh every
+placement recorded for that node (label ``kubenpu.io/node``) and backs off if any device
+would be over-committed, and only then (4) creates the Binding. Two binders (replicas, or
+one before and one after a restart) that race for a device each write before they read,
+so at least one of them sees the other's record and backs off: never both win.
+
+A node whose NPUs the DRA driver serves (label ``kubenpu.io/npu-driver=dra``) is bound
+plainly: no devices chosen or reserved, no record (the pod's ResourceClaim, allocated by
+kube-scheduler's DynamicResources plugin in PreBind, holds the devices); a stale record
+from an earlier bind elsewhere is withdrawn first, so no binder counts it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+from kubenpu.adapters.kube import placement_from_pod, placement_patch, pod_key, request_from_pod
+from kubenpu.errors import ApiError, Conflict, ObjectError, PlacementError
+from kubenpu.extender.api import KubeApi
+from kubenpu.extender.cache import ClusterCache
+from kubenpu.extender.metrics import ExtenderMetrics
+from kubenpu.extender.wire import ExtenderBindingArgs
+from kubenpu.model import Placement, Request
+from kubenpu.names import ANNOTATION_NODE, LABEL_PLACED_NODE, MILLI_PER_DEVICE
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class BindError(PlacementError):
+    """A bind that must not (or could not) happen; ``reason`` is the metric label."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        #: Pods read from the API during the bind that the cache should take in.
+        self.learned: list[dict[str, Any]] = []
+
+
+def now() -> str:
+    """The time a record is made, RFC 3339 with microseconds."""
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def overcommitted(placements: Iterable[Placement]) -> str | None:
+    """The first device whose recorded shares add up to more than one device, if any.
+
+    A whole device is recorded as 1000 milli, so "held whole and shared" is over too.
+    """
+    used: dict[str, int] = defaultdict(int)
+    holders: dict[str, list[str]] = defaultdict(list)
+    for p in placements:
+        for dev, share in zip(p.device_ids, p.shares_milli, strict=True):
+            used[dev] += share
+            holders[dev].append(p.pod)
+            if used[dev] > MILLI_PER_DEVICE:
+                return f"{dev} is held by {', '.join(holders[dev])} ({used[dev]} milli)"
+    return None
+
+
+class Binder:
+    """Binds pods through ``api``; cache access under ``lock`` (the extender's)."""
+
+    def __init__(
+        self,
+        cache: ClusterCache,
+        lock: threading.RLock,
+        api: KubeApi | None,
+        metrics: ExtenderMetrics,
+        clock: Callable[[], str] = now,
+    ) -> None:
+        self.cache = cache
+        self.lock = lock
+        self.api = api
+        self.metrics = metrics
+        self._clock = clock
+        self._serial = threading.Lock()
+
+    def bind(self, args: ExtenderBindingArgs) -> None:
+        """Choose devices on the node, record them on the pod, then create the Binding;
+        raises ``BindError`` (counted and logged) when it must not or could not."""
+        started = time.perf_counter()
+        try:
+            with self._serial:
+                self._bind(args)
+        except BindError as err:
+            ns, name, node = args["PodNamespace"], args["PodName"], args["Node"]
+            log.warning("bind %s/%s to %s refused: %s", ns, name, node, err)
+            self.metrics.count("bind", "error", err.reason)
+            raise
+        finally:
+            self.metrics.latency.labels("bind").observe(time.perf_counter() - started)
+        self.metrics.count("bind", "ok")
+
+    def _bind(self, args: ExtenderBindingArgs) -> None:
+        api = self.api
+        if api is None:
+            raise BindError("api_error", "this extender has no API access to bind with")
+        ns, name, uid, node = args["PodNamespace"], args["PodName"], args["PodUID"], args["Node"]
+        pod = _call("get", lambda: api.get_pod(ns, name))
+        meta = pod.get("metadata") or {}
+        if meta.get("uid") != uid:
+            raise BindError("gone", f"pod {ns}/{name} is not the one scheduled (uid {uid})")
+        bound_to = (pod.get("spec") or {}).get("nodeName")
+        if bound_to:
+            if bound_to == node:
+                return  # a retried bind that already happened
+            raise BindError("conflict", f"pod {ns}/{name} is already bound to {bound_to}")
+        with self.lock:
+            dra = self.cache.served_by_dra(node)
+        if dra:
+            self._bind_dra(api, ns, name, uid, node, meta)
+            return
+        try:
+            key, req = pod_key(pod), request_from_pod(pod)
+            recorded = placement_from_pod(pod)
+        except ObjectError as err:
+            raise BindError("invalid_pod", str(err)) from None
+        placement = self._reserve(key, uid, req, node, recorded, pod)
+        try:
+            body = placement_patch(
+                placement,
+                policy=self.cache.policy,
+                assumed_at=self._clock(),
+                resource_version=str(meta.get("resourceVersion", "")),
+            )
+            patched = _call("patch", lambda: api.patch_pod(ns, name, body))
+            try:
+                self._check_node(api, node, key, placement)
+                _call("binding", lambda: api.bind_pod(ns, name, uid, node))
+            except BindError:
+                _withdraw(api, ns, name, patched)
+                raise
+        except BindError as err:
+            with self.lock:
+                self.cache.delete_pod(key)
+                self.cache.upsert_pod(pod)  # back to what the API had before this bind
+                for other in err.learned:
+                    if pod_key(other) != key:
+                        self.cache.upsert_pod(other)
+            raise
+        log.info("bound %s to %s: devices %s", key, node, ",".join(placement.device_ids) or "-")
+
+    def _bind_dra(
+        self, api: KubeApi, ns: str, name: str, uid: str, node: str, meta: Mapping[str, Any]
+    ) -> None:
+        """Bind to a DRA-served node: its claim holds the devices, kubenpu records none."""
+        annotations, labels = meta.get("annotations") or {}, meta.get("labels") or {}
+        if ANNOTATION_NODE in annotations or LABEL_PLACED_NODE in labels:
+            # From an earlier bind elsewhere: left, it would hold that node's devices in
+            # every binder's fresh read. Guarded (409: changed meanwhile, retried).
+            version = str(meta.get("resourceVersion", ""))
+            body = placement_patch(None, resource_version=version)
+            patched = _call("patch", lambda: api.patch_pod(ns, name, body))
+            with self.lock:
+                self.cache.upsert_pod(patched)  # its old devices are free at once
+        _call("binding", lambda: api.bind_pod(ns, name, uid, node))
+        log.info("bound %s/%s to %s: devices from its claim (DRA)", ns, name, node)
+
+    def _reserve(
+        self,
+        key: str,
+        uid: str,
+        req: Request,
+        node: str,
+        recorded: Placement | None,
+        pod: Mapping[str, Any],
+    ) -> Placement:
+        """Choose devices on ``node`` and hold them in the cache."""
+        with self.lock:
+            self.cache.upsert_pod(pod)
+            engine = self.cache.engine()
+            i = engine.state.node_index.get(node)
+            if i is None:
+                raise BindError("unknown_node", f"node {node} is not known to kubenpu")
+            with self.cache.released(key):
+                if recorded is not None and recorded.node == node:
+                    # Kept from an interrupted bind: the device plugin may already follow it.
+                    try:
+                        self.cache.assume(key, uid, req, recorded)
+                        return recorded
+                    except PlacementError:
+                        log.info("%s: its recorded placement no longer fits; choosing again", key)
+                decision = engine.decide_on(req, i)
+                if decision.placement is None:
+                    why = decision.reason
+                    raise BindError("no_fit", f"pod {key} no longer fits on {node}: {why}")
+                self.cache.assume(key, uid, req, decision.placement)
+        return decision.placement
+
+    def _check_node(self, api: KubeApi, node: str, key: str, placement: Placement) -> None:
+        """Fresh read of every placement recorded for ``node``; back off on over-commit."""
+        selector = f"{LABEL_PLACED_NODE}={node}"
+        pods = _call("list", lambda: api.list_pods(selector))
+        others = []
+        for pod in pods:
+            try:
+                if pod_key(pod) == key or (pod.get("status") or {}).get("phase") in (
+                    "Succeeded",
+                    "Failed",
+                ):
+                    continue
+                other = placement_from_pod(pod)
+            except ObjectError:
+                continue
+            if other is not None and other.node == node:
+                others.append(other)
+        problem = overcommitted([*others, placement])
+        if problem is not None:
+            err = BindError("race", f"another binder took a device on {node}: {problem}")
+            err.learned = pods  # what the other binder recorded, for the cache
+            raise err
+
+
+def _withdraw(api: KubeApi, ns: str, name: str, patched: Mapping[str, Any]) -> None:
+    """Remove a record this bind wrote (guarded: only if nobody changed the pod since)."""
+    version = str((patched.get("metadata") or {}).get("resourceVersion", ""))
+    try:
+        api.patch_pod(ns, name, placement_patch(None, resource_version=version))
+    except ApiError as err:
+        # Left in place it only holds devices until the pod is bound or deleted.
+        log.warning("could not remove the placement record of %s/%s: %s", ns, name, err)
+
+
+def _call(what: str, call: Callable[[], T]) -> T:
+    """``call()``, its failure as a ``BindError`` (404: gone; 409: changed meanwhile)."""
+    try:
+        return call()
+    except Conflict as err:
+        raise BindError("conflict", f"{what}: the pod changed meanwhile ({err})") from None
+    except ApiError as err:
+        reason = "gone" if err.status == 404 else "api_error"
+        raise BindError(reason, f"{what}: {err}") from None
+    except Exception as err:  # no answer at all (connection refused, timeout)
+        raise BindError("api_error", f"{what}: {err}") from None
