@@ -83,6 +83,18 @@ def up(
         help="Kubelet stand-ins that run no containers instead of real kubelets: many "
         "nodes, no root, for scheduling tests.",
     ),
+    dra: bool = typer.Option(
+        False,
+        "--dra",
+        help="Serve every NPU node's NPUs with the DRA driver (`kubenpu dra-driver`) "
+        "instead of the device plugin (docs/dra.md).",
+    ),
+    dra_nodes: int = typer.Option(
+        0,
+        "--dra-nodes",
+        help="Serve only the last N NPU nodes with the DRA driver, the others with the "
+        "device plugin (a mixed cluster).",
+    ),
 ) -> None:
     """Start the cluster and return once it is usable; it keeps running until `down`.
 
@@ -102,6 +114,7 @@ def up(
             cpu_nodes=cpu_nodes,
             npu_model=npu_model,
             node_kind="agent" if node_agent else "real",
+            dra_nodes=nodes if dra else dra_nodes,
         )
         if binaries.missing():
             typer.echo(

@@ -23,6 +23,10 @@ def _device_plugin(app: typer.Typer) -> None:
     app.command("device-plugin")(module.device_plugin)
 
 
+def _dra_driver(app: typer.Typer) -> None:
+    app.command("dra-driver")(importlib.import_module("kubenpu.cli.dra_driver").dra_driver)
+
+
 def _scheduler(app: typer.Typer) -> None:
     app.command("scheduler")(importlib.import_module("kubenpu.cli.scheduler").scheduler)
 
@@ -39,6 +43,7 @@ def _webhook(app: typer.Typer) -> None:
 COMMANDS: dict[str, Callable[[typer.Typer], None]] = {
     "simulate": _simulate,
     "device-plugin": _device_plugin,
+    "dra-driver": _dra_driver,
     "dev-cluster": _dev_cluster,
     "webhook": _webhook,
     "scheduler": _scheduler,

@@ -10,7 +10,9 @@ records everything in ``<state dir>/state.json``. Nodes are of one of two kinds:
 - ``agent``: each node is kubenpu's node agent, a kubelet stand-in that runs no containers;
   light enough for many nodes, and no root needed.
 
-Every NPU node runs ``kubenpu device-plugin --backend mock``. All processes are detached:
+Every NPU node runs ``kubenpu device-plugin --backend mock``, or, for the last
+``ClusterSpec.dra_nodes`` real NPU nodes, ``kubenpu dra-driver --backend mock`` (the DRA
+driver, docs/dra.md) instead. All processes are detached:
 they keep running after the command (or fixture) that started them, until
 :meth:`DevCluster.down`.
 """
@@ -52,8 +54,11 @@ from kubenpu.devcluster import webhook as dev_webhook
 from kubenpu.devcluster.controlplane import Paths, Ports
 from kubenpu.devcluster.nodeagent import AgentConfig, read_checkpoint
 from kubenpu.deviceplugin.api import KUBELET_CHECKPOINT
+from kubenpu.dra import deviceclass as dra_deviceclass
+from kubenpu.dra import slices as dra_slices
 from kubenpu.errors import ConfigError, KubeNpuError
 from kubenpu.kubeclient import raw
+from kubenpu.names import LABEL_NPU_DRIVER, NPU_DRIVER_DRA
 
 #: Layout version of state.json.
 STATE_VERSION = 2
@@ -65,6 +70,10 @@ WORKLOADS = {
 }
 #: The kinds of node a dev cluster can run.
 NODE_KINDS = ("real", "agent")
+#: How a node's NPUs are served: the device plugin or the DRA driver.
+NPU_DRIVERS = ("device-plugin", "dra")
+#: The DRA driver's name in the dev cluster, and its DeviceClass's.
+DRA_DRIVER = dra_slices.DEFAULT_DRIVER
 #: Capacity of the reference NPU worker, ecs.ebman1.26xlarge (104 vCPU, 384 GiB).
 NPU_NODE_CAPACITY = {"cpu": "104", "memory": "384Gi", "pods": "110", "ephemeral-storage": "200Gi"}
 #: A general-purpose worker without NPUs.
@@ -92,8 +101,17 @@ class ClusterSpec:
     npu_model: str = names.REFERENCE_NPU_MODEL
     #: "real" (kubelet + containerd per node) or "agent" (the kubelet stand-in).
     node_kind: str = "real"
+    #: How many NPU nodes (the last ones) the DRA driver serves instead of the device
+    #: plugin; real nodes only.
+    dra_nodes: int = 0
 
     def __post_init__(self) -> None:
+        if not 0 <= self.dra_nodes <= self.npu_nodes:
+            raise ConfigError(
+                f"--dra-nodes {self.dra_nodes}: between 0 and the NPU nodes ({self.npu_nodes})"
+            )
+        if self.dra_nodes and self.node_kind != "real":
+            raise ConfigError("--dra needs real nodes (the kubelet prepares DRA claims)")
         if self.node_kind not in NODE_KINDS:
             raise ConfigError(f"node kind {self.node_kind!r}: one of {', '.join(NODE_KINDS)}")
         if self.node_kind == "real" and self.npu_nodes + self.cpu_nodes > network.MAX_NODES:
@@ -121,11 +139,28 @@ class NodeInfo:
     kind: str = "agent"
     #: Position among the nodes (1-based): the node's addresses derive from it.
     index: int = 0
+    #: What serves the node's NPUs: "device-plugin" or "dra" (:data:`NPU_DRIVERS`).
+    npu_driver: str = "device-plugin"
 
     @property
     def real(self) -> bool:
         """Whether this node is a real kubelet."""
         return self.kind == "real"
+
+    @property
+    def dra(self) -> bool:
+        """Whether the DRA driver serves this node's NPUs."""
+        return self.npus > 0 and self.npu_driver == "dra"
+
+    @property
+    def kubelet_dir(self) -> Path:
+        """The real kubelet's root dir, as the host sees it (DRA sockets below it)."""
+        return Path(self.dir) / "kubelet"
+
+    @property
+    def cdi_dir(self) -> Path:
+        """The node's CDI spec dir (containerd's ``cdi_spec_dirs``)."""
+        return Path(self.dir) / "cdi"
 
     @property
     def device_plugin_dir(self) -> Path:
@@ -228,7 +263,14 @@ class DevCluster:
             "kubeconfig": str(self.kubeconfig),
             "user_kubeconfig": str(self.user_kubeconfig) if self.user_kubeconfig else None,
             "nodes": [
-                {"name": n.name, "npus": n.npus, "dir": n.dir, "kind": n.kind, "index": n.index}
+                {
+                    "name": n.name,
+                    "npus": n.npus,
+                    "dir": n.dir,
+                    "kind": n.kind,
+                    "index": n.index,
+                    "npu_driver": n.npu_driver,
+                }
                 for n in self.nodes
             ],
             "processes": {name: r.to_json() for name, r in self.processes.items()},
@@ -552,9 +594,89 @@ def device_plugin_argv(node: NodeInfo) -> list[str]:
     return argv
 
 
+def dra_driver_argv(node: NodeInfo) -> list[str]:
+    """``kubenpu dra-driver`` with the mock backend for the real node ``node``.
+
+    It runs on the host, as the device plugin does, acting as the node (the Node
+    authorizer lets a node write its own ResourceSlices and read its pods' claims); its
+    sockets are in the node's kubelet dir, which the kubelet sees as /var/lib/kubelet."""
+    return [
+        *_kubenpu_command(),
+        "dra-driver",
+        "--driver",
+        DRA_DRIVER,
+        "--node-name",
+        node.name,
+        "--kubeconfig",
+        str(node.plugin_kubeconfig),
+        "--kubelet-dir",
+        str(node.kubelet_dir),
+        "--kubelet-own-dir",
+        nodeconfig.KUBELET_ROOT,
+        "--cdi-dir",
+        str(node.cdi_dir),
+        "--backend",
+        "mock",
+        "--mock-devices",
+        str(node.npus),
+        "--mock-health-dir",
+        str(node.health_dir),
+        "--mock-dev-dir",
+        str(Path(node.dir) / "dev"),
+    ]
+
+
+def create_device_class(cluster: DevCluster) -> None:
+    """The DeviceClass of the DRA driver, mapping ``aliyun.com/npu`` (docs/dra.md)."""
+    custom = k8s.CustomObjectsApi(
+        k8s_config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    )
+    body = dra_deviceclass.device_class(DRA_DRIVER)
+    try:
+        custom.create_cluster_custom_object("resource.k8s.io", "v1", "deviceclasses", body)
+    except k8s.ApiException as err:
+        if err.status != 409:
+            raise
+
+
+def resource_slice_devices(cluster: DevCluster) -> dict[str, list[str]]:
+    """Node name -> the device names in its ResourceSlices of the DRA driver."""
+    custom = k8s.CustomObjectsApi(
+        k8s_config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    )
+    listing: dict[str, Any] = custom.list_cluster_custom_object(  # type: ignore[assignment]
+        "resource.k8s.io", "v1", "resourceslices", _request_timeout=5
+    )
+    found: dict[str, list[str]] = {}
+    for item in listing.get("items", []):
+        spec = item.get("spec", {})
+        if spec.get("driver") == DRA_DRIVER and spec.get("nodeName"):
+            names_ = [d["name"] for d in spec.get("devices", [])]
+            found.setdefault(spec["nodeName"], []).extend(names_)
+    return {node: sorted(devices) for node, devices in found.items()}
+
+
+def wait_resource_slices(cluster: DevCluster, deadline: float) -> None:
+    """Wait until every DRA node's ResourceSlice lists all its NPUs."""
+    want = {n.name: n.npus for n in cluster.nodes if n.dra}
+    last: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        seen = resource_slice_devices(cluster)
+        last = {name: len(seen.get(name, [])) for name in want}
+        if last == want:
+            return
+        time.sleep(0.2)
+    raise controlplane.HealthError(f"ResourceSlices not published in time: {last} of {want}")
+
+
 def node_agent_argv(node: NodeInfo) -> list[str]:
     """The node agent process for ``node``."""
     return [sys.executable, "-m", "kubenpu.devcluster.nodeagent", str(node.agent_config)]
+
+
+def _served_by_dra(spec: ClusterSpec, index: int) -> bool:
+    """Whether the node at ``index`` (1-based) is one of the last ``dra_nodes`` NPU nodes."""
+    return spec.npu_nodes - spec.dra_nodes < index <= spec.npu_nodes
 
 
 def _node_names(spec: ClusterSpec) -> list[tuple[str, int]]:
@@ -565,6 +687,12 @@ def _node_names(spec: ClusterSpec) -> list[tuple[str, int]]:
 
 def _labels(spec: ClusterSpec, node: NodeInfo) -> dict[str, str]:
     """The labels a node registers with (what an ACK node of its kind carries)."""
+    if node.dra:
+        return {
+            names.LABEL_INSTANCE_TYPE: names.REFERENCE_INSTANCE_TYPE,
+            names.LABEL_NPU_MODEL: spec.npu_model,
+            LABEL_NPU_DRIVER: NPU_DRIVER_DRA,
+        }
     if node.npus:
         return {
             names.LABEL_INSTANCE_TYPE: names.REFERENCE_INSTANCE_TYPE,
@@ -618,6 +746,9 @@ def _write_agent_node(
 
 def _check_socket_room(cluster: DevCluster, node: NodeInfo) -> None:
     socket_room = len(str(node.device_plugin_dir)) + 1 + _SOCKET_NAME_ALLOWANCE
+    if node.dra:  # <kubelet>/plugins_registry/npu.aliyun.com-reg.sock
+        registry = node.kubelet_dir / "plugins_registry"
+        socket_room = max(socket_room, len(str(registry)) + 1 + len(DRA_DRIVER) + 9)
     if socket_room > _MAX_SOCKET_PATH:
         raise ConfigError(
             f"state dir {cluster.state_dir} is too deep: socket paths under "
@@ -745,7 +876,14 @@ def up(
         controller_manager=processes.free_port(),
     )
     nodes = [
-        NodeInfo(name, npus, str(paths.node_dir(name)), kind=spec.node_kind, index=i)
+        NodeInfo(
+            name,
+            npus,
+            str(paths.node_dir(name)),
+            kind=spec.node_kind,
+            index=i,
+            npu_driver="dra" if _served_by_dra(spec, i) else "device-plugin",
+        )
         for i, (name, npus) in enumerate(_node_names(spec), start=1)
     ]
     cluster = DevCluster(state_dir, ports, paths.admin_kubeconfig, nodes, user_kubeconfig=None)
@@ -824,7 +962,9 @@ def up(
                     ),
                 )
         for node in nodes:
-            if node.npus and addons:
+            if node.dra and addons:
+                start(f"dra-driver/{node.name}", dra_driver_argv(node))
+            elif node.npus and addons:
                 start(f"device-plugin/{node.name}", device_plugin_argv(node))
         if webhook:
             start(dev_webhook.PROCESS, dev_webhook.argv(_kubenpu_command(), paths, ports.webhook))
@@ -851,6 +991,9 @@ def up(
         if plan is not None:
             _push_workload_images(cluster, archives, deadline)
         wait_nodes_ready(cluster, deadline, npus=addons)
+        if addons and any(n.dra for n in nodes):
+            create_device_class(cluster)
+            wait_resource_slices(cluster, deadline)
         wait_default_service_account(cluster, deadline)
         if addons:
             dev_extender.wait_ready(ports.extender, deadline)
@@ -971,7 +1114,8 @@ def wait_default_service_account(cluster: DevCluster, deadline: float) -> None:
 
 def wait_nodes_ready(cluster: DevCluster, deadline: float, *, npus: bool = True) -> None:
     """Wait until every node is Ready and (with ``npus``) reports all its NPUs allocatable."""
-    want = {n.name: n.npus if npus else 0 for n in cluster.nodes}
+    # DRA nodes publish their NPUs as ResourceSlices, not as allocatable aliyun.com/npu.
+    want = {n.name: n.npus if npus and not n.dra else 0 for n in cluster.nodes}
     last: dict[str, str] = {}
     while time.monotonic() < deadline:
         for name, record in cluster.processes.items():

@@ -1,0 +1,230 @@
+"""The DRA driver on real kubelets v1.37: ResourceSlice, claims prepared through CDI, the
+seed's ``aliyun.com/npu`` pod through the DeviceClass's ``extendedResourceName``.
+
+One cluster for the module: ``npu-node-1`` served by the device plugin, ``npu-node-2`` by
+``kubenpu dra-driver`` (``ClusterSpec(dra_nodes=1)``, ``dev-cluster up --dra-nodes 1``),
+two NPUs each.
+
+1. the driver registers with the kubelet and publishes a ResourceSlice; the dev cluster
+   creates the DeviceClass ``npu.aliyun.com`` mapping ``aliyun.com/npu``;
+2. a pod with a ResourceClaimTemplate gets one NPU on the DRA node: the container sees the
+   allocated device node and env (npu-check prints them), the claim is prepared (CDI spec,
+   checkpoint), survives a driver crash, and is unprepared when the pod ends;
+3. the seed's plain ``limits: {aliyun.com/npu: 1}`` pod, with kube-scheduler configured
+   as ``up`` wrote it (the extender manages ``aliyun.com/npu``): on the DRA node the
+   extender passes the node and binds it without a record, and kube-scheduler's DRA plugin
+   serves the pod through an extended-resource claim; on the device-plugin node, in the
+   same cluster, the extender records the device and the device plugin serves it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from e2e.support import Cluster, wait_for
+from kubernetes import client as k8s
+
+from kubenpu import names
+from kubenpu.devcluster import extender as dev_extender
+from kubenpu.devcluster.cluster import ClusterSpec, up
+from kubenpu.dra import deviceclass
+
+pytestmark = pytest.mark.realnodes
+
+IMAGE = "npu-registry.example.com/demo/npu-check:0.1.0"
+DRIVER = "npu.aliyun.com"
+DP_NODE, DRA_NODE = "npu-node-1", "npu-node-2"
+
+
+@pytest.fixture(scope="module")
+def dra() -> Iterator[Cluster]:
+    """A cluster with one device-plugin node and one DRA node, two NPUs each."""
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("real-node tests need root, and CI runs as root")
+        pytest.skip("real nodes need root (network and mount namespaces)")
+    state_dir = Path(tempfile.mkdtemp(prefix="kubenpu-dra-"))
+    dev = up(state_dir, ClusterSpec(npu_nodes=2, npus_per_node=2, dra_nodes=1))
+    try:
+        cluster = Cluster(dev)
+        creds = dev.registry_credentials()
+        assert creds is not None
+        cluster.kubectl(
+            "create",
+            "secret",
+            "docker-registry",
+            "regsecret",
+            f"--docker-server={creds['server']}",
+            f"--docker-username={creds['username']}",
+            f"--docker-password={creds['password']}",
+        )
+        yield cluster
+    finally:
+        dev.down()
+
+
+def _custom(cluster: Cluster) -> k8s.CustomObjectsApi:
+    return k8s.CustomObjectsApi(cluster.api.api_client)
+
+
+def _pod(name: str, *, limits: dict[str, str] | None = None, **spec: Any) -> dict[str, Any]:
+    container: dict[str, Any] = {"name": "main", "image": IMAGE, "args": spec.pop("args", [])}
+    if limits:
+        container["resources"] = {"limits": limits}
+    if "claims" in spec:
+        container["resources"] = {"claims": [{"name": c} for c in spec.pop("claims")]}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "imagePullSecrets": [{"name": "regsecret"}],
+            "containers": [container],
+            **spec,
+        },
+    }
+
+
+def _phase(cluster: Cluster, name: str, *phases: str, timeout: float = 90) -> dict[str, Any]:
+    def reached() -> dict[str, Any] | None:
+        pod = cluster.pod(name)
+        return pod if pod and pod["status"].get("phase") in phases else None
+
+    return wait_for(f"pod {name} in {phases}", reached, timeout=timeout)
+
+
+def _facts(log: str) -> dict[str, list[str]]:
+    facts: dict[str, list[str]] = {}
+    for line in log.splitlines():
+        kind, _, value = line.partition(" ")
+        facts.setdefault(kind, []).append(value)
+    return facts
+
+
+def test_driver_publishes_its_slice_and_the_device_class(dra: Cluster) -> None:
+    custom = _custom(dra)
+    listing = custom.list_cluster_custom_object("resource.k8s.io", "v1", "resourceslices")
+    ours = [s for s in listing["items"] if s["spec"]["driver"] == DRIVER]
+    assert [s["spec"]["nodeName"] for s in ours] == [DRA_NODE]
+    devices = ours[0]["spec"]["devices"]
+    assert [d["name"] for d in devices] == ["npu-0", "npu-1"]
+    assert devices[1]["attributes"]["index"] == {"int": 1}
+    assert devices[1]["attributes"]["healthy"] == {"bool": True}
+    assert devices[1]["capacity"]["memory"] == {"value": "16Gi"}
+    klass = custom.get_cluster_custom_object("resource.k8s.io", "v1", "deviceclasses", DRIVER)
+    assert klass["spec"]["extendedResourceName"] == names.RESOURCE_NPU
+    # The DRA node advertises no aliyun.com/npu itself; the device-plugin node does.
+    assert dra.allocatable_npus(DRA_NODE) == 0
+    assert dra.allocatable_npus(DP_NODE) == 2
+    log = Path(dra.dev.processes[f"dra-driver/{DRA_NODE}"].log).read_text()
+    assert "registered with the kubelet" in log
+
+
+def test_claim_template_pod_gets_its_npu_through_cdi(dra: Cluster) -> None:
+    dra.kubectl(
+        "apply", "-f", "-", stdin=yaml.safe_dump(deviceclass.claim_template("one-npu", DRIVER))
+    )
+    pod = _pod(
+        "claimed",
+        claims=["npu"],
+        args=["--sleep", "20"],
+        resourceClaims=[{"name": "npu", "resourceClaimTemplateName": "one-npu"}],
+    )
+    dra.api.create_namespaced_pod("default", pod)
+    running = _phase(dra, "claimed", "Running")
+    assert running["spec"]["nodeName"] == DRA_NODE
+    (status,) = running["status"]["resourceClaimStatuses"]
+    claim = _custom(dra).get_namespaced_custom_object(
+        "resource.k8s.io", "v1", "default", "resourceclaims", status["resourceClaimName"]
+    )
+    (result,) = claim["status"]["allocation"]["devices"]["results"]
+    assert (result["driver"], result["pool"]) == (DRIVER, DRA_NODE)
+    index = result["device"].rsplit("-", 1)[1]
+    node = dra.dev.node(DRA_NODE)
+    uid = claim["metadata"]["uid"]
+    spec_file = node.cdi_dir / f"{DRIVER}-{uid}.json"
+    checkpoint = node.kubelet_dir / "plugins" / DRIVER / "checkpoint.json"
+    assert spec_file.exists()
+    assert uid in checkpoint.read_text()
+
+    # A driver crash with the claim prepared loses nothing: the checkpoint brings it back.
+    dra.dev.stop_process(f"dra-driver/{DRA_NODE}", kill=True)
+    dra.dev.start_process(f"dra-driver/{DRA_NODE}")
+    log_path = Path(dra.dev.processes[f"dra-driver/{DRA_NODE}"].log)
+    wait_for(
+        "the restarted driver restored the claim",
+        lambda: "restored 1 prepared claim" in log_path.read_text(),
+        timeout=30,
+    )
+    done = _phase(dra, "claimed", "Succeeded", "Failed", timeout=90)
+    log = dra.kubectl("logs", "claimed")
+    print(log)
+    assert done["status"]["phase"] == "Succeeded", log
+    facts = _facts(log)
+    assert f"NPU_VISIBLE_DEVICES={index}" in facts["env"]
+    assert f"MOCK_NPU_VISIBLE_DEVICES={index}" in facts["env"]
+    assert facts["device"] == [f"/dev/mock-npu{index} 241:{index}"]
+    # The pod ended: the kubelet unprepares the claim and the driver removes its spec.
+    wait_for("the claim unprepared", lambda: not spec_file.exists(), timeout=60)
+    wait_for("the checkpoint forgot it", lambda: uid not in checkpoint.read_text(), timeout=10)
+    dra.kubectl("delete", "pod", "claimed", "--wait=true")
+
+
+def test_plain_npu_pod_through_extended_resource_name(dra: Cluster) -> None:
+    # kube-scheduler runs as `up` configured it: the extender manages aliyun.com/npu.
+    config = yaml.safe_load(dev_extender.scheduler_config_path(dra.dev.paths).read_text())
+    managed = [r["name"] for r in config["extenders"][0]["managedResources"]]
+    assert names.RESOURCE_NPU in managed
+    limits = {names.RESOURCE_NPU: "1"}  # the seed's pod: a plain extended resource
+    on_dra = {"nodeSelector": {names.LABEL_NPU_DRIVER: names.NPU_DRIVER_DRA}}
+    on_dp = {"nodeSelector": {"kubernetes.io/hostname": DP_NODE}}
+    sleep = ["--sleep", "10"]  # time to read the claim, which goes with the pod
+    try:
+        dra.api.create_namespaced_pod(
+            "default", _pod("seed-dra", limits=limits, args=sleep, **on_dra)
+        )
+        dra.api.create_namespaced_pod("default", _pod("seed-dp", limits=limits, **on_dp))
+        running = _phase(dra, "seed-dra", "Running", timeout=120)
+        # DRA serves it through a claim kube-scheduler made for the extended resource.
+        claim_status = running["status"]["extendedResourceClaimStatus"]
+        assert claim_status["requestMappings"][0]["resourceName"] == names.RESOURCE_NPU
+        claim = _custom(dra).get_namespaced_custom_object(
+            "resource.k8s.io",
+            "v1",
+            "default",
+            "resourceclaims",
+            claim_status["resourceClaimName"],
+        )
+        (result,) = claim["status"]["allocation"]["devices"]["results"]
+        assert (result["driver"], result["pool"]) == (DRIVER, DRA_NODE)
+        dra_index = result["device"].rsplit("-", 1)[1]
+        for name, node in (("seed-dra", DRA_NODE), ("seed-dp", DP_NODE)):
+            done = _phase(dra, name, "Succeeded", "Failed", timeout=120)
+            log = dra.kubectl("logs", name)
+            print(f"{name} on {done['spec']['nodeName']}:\n{log}")
+            assert done["status"]["phase"] == "Succeeded", log
+            assert done["spec"]["nodeName"] == node
+            facts = _facts(log)
+            assert len(facts["device"]) == 1 and facts["ok"], log
+        dra_pod, dp_pod = dra.pod("seed-dra"), dra.pod("seed-dp")
+        assert dra_pod and dp_pod
+        # The container saw the claim's device; the extender bound it without a record.
+        dra_env = _facts(dra.kubectl("logs", "seed-dra"))["env"]
+        assert f"NPU_VISIBLE_DEVICES={dra_index}" in dra_env
+        assert names.ANNOTATION_DEVICES not in (dra_pod["metadata"].get("annotations") or {})
+        # The device plugin served the second as before, on the device the extender chose.
+        assert "extendedResourceClaimStatus" not in dp_pod["status"]
+        recorded = dp_pod["metadata"]["annotations"][names.ANNOTATION_DEVICES]
+        dp_index = recorded.rsplit("-", 1)[1]
+        assert f"NPU_VISIBLE_DEVICES={dp_index}" in _facts(dra.kubectl("logs", "seed-dp"))["env"]
+        log = Path(dra.dev.processes[dev_extender.PROCESS].log).read_text()
+        assert f"bound default/seed-dra to {DRA_NODE}: devices from its claim (DRA)" in log
+    finally:
+        dra.kubectl("delete", "pods", "--all", "--wait=true")
