@@ -35,6 +35,10 @@ def _dev_cluster(app: typer.Typer) -> None:
     app.add_typer(importlib.import_module("kubenpu.cli.dev_cluster").app, name="dev-cluster")
 
 
+def _console(app: typer.Typer) -> None:
+    app.command("console")(importlib.import_module("kubenpu.cli.console").console)
+
+
 def _webhook(app: typer.Typer) -> None:
     app.command("webhook")(importlib.import_module("kubenpu.cli.webhook").webhook)
 
@@ -47,6 +51,7 @@ COMMANDS: dict[str, Callable[[typer.Typer], None]] = {
     "dev-cluster": _dev_cluster,
     "webhook": _webhook,
     "scheduler": _scheduler,
+    "console": _console,
 }
 
 
