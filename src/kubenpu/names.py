@@ -81,3 +81,10 @@ ANNOTATION_NPU_REGISTRY_SECRET: Final = _ANNOTATION_PREFIX + "npu-registry-secre
 #: Namespace or pod label; the value ``disabled`` keeps the admission webhook away (its
 #: webhook configurations select on it).
 LABEL_ADMISSION: Final = _ANNOTATION_PREFIX + "admission"
+
+#: Labels and annotation of ``kubectl npu validate``'s Jobs and pods: the run (its
+#: clean-up selects on it) and the node each validates.
+LABEL_VALIDATE_RUN: Final = _ANNOTATION_PREFIX + "validate-run"
+ANNOTATION_VALIDATE_NODE: Final = _ANNOTATION_PREFIX + "validate-node"
+#: The DRA driver's name: ResourceSlices, the DeviceClass and attribute domains carry it.
+DRA_DRIVER: Final = "npu.aliyun.com"

@@ -49,7 +49,7 @@ def vpod(
         status["containerStatuses"] = [{"name": validate.CONTAINER, "state": state}]
     if scheduled is not None:
         status["conditions"] = [{"type": "PodScheduled", **scheduled}]
-    annotations = {validate.ANNOTATION_NODE: validated}
+    annotations = {names.ANNOTATION_VALIDATE_NODE: validated}
     if node_name and record:
         annotations[names.ANNOTATION_DEVICES] = record
     spec: dict[str, Any] = {"containers": [{"name": validate.CONTAINER}]}
@@ -284,13 +284,13 @@ def test_the_job_asks_for_every_npu_of_its_node_and_is_bounded() -> None:
         "npu-node-1", 4, run="a1b2c3", pull_secret="regsecret", epochs=1, deadline_seconds=360
     )
     assert job["metadata"]["name"] == "npu-validate-npu-node-1-a1b2c3"
-    assert job["metadata"]["labels"][validate.LABEL_RUN] == "a1b2c3"
+    assert job["metadata"]["labels"][names.LABEL_VALIDATE_RUN] == "a1b2c3"
     spec = job["spec"]
     assert (spec["backoffLimit"], spec["activeDeadlineSeconds"]) == (0, 360)
     assert spec["ttlSecondsAfterFinished"] > 0
     pod = spec["template"]
-    assert pod["metadata"]["labels"][validate.LABEL_RUN] == "a1b2c3"
-    assert pod["metadata"]["annotations"] == {validate.ANNOTATION_NODE: "npu-node-1"}
+    assert pod["metadata"]["labels"][names.LABEL_VALIDATE_RUN] == "a1b2c3"
+    assert pod["metadata"]["annotations"] == {names.ANNOTATION_VALIDATE_NODE: "npu-node-1"}
     spec = pod["spec"]
     assert spec["restartPolicy"] == "Never"
     assert spec["imagePullSecrets"] == [{"name": "regsecret"}]

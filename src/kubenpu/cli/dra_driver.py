@@ -8,11 +8,12 @@ import sys
 
 import typer
 
+from kubenpu import names
 from kubenpu.errors import ConfigError, KubeNpuError
 
 
 def dra_driver(
-    driver: str = typer.Option("npu.aliyun.com", "--driver", help="DRA driver name."),
+    driver: str = typer.Option(names.DRA_DRIVER, "--driver", help="DRA driver name."),
     node_name: str | None = typer.Option(None, "--node-name", help="Node name (env NODE_NAME)."),
     kubeconfig: str = typer.Option("", "--kubeconfig", help="Kubeconfig (default: in-cluster)."),
     kubelet_dir: str = typer.Option(

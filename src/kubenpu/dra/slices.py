@@ -19,10 +19,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+from kubenpu import names
 from kubenpu.deviceplugin.devices import NpuDevice
 
 #: The driver name kubenpu registers by default (a DNS subdomain, as DRA requires).
-DEFAULT_DRIVER: Final = "npu.aliyun.com"
+DEFAULT_DRIVER: Final = names.DRA_DRIVER
 API_VERSION: Final = "resource.k8s.io/v1"
 KIND: Final = "ResourceSlice"
 #: Percent of one NPU: what ``compute`` counts (the unit of aliyun.com/npu-core).

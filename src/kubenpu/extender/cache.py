@@ -26,6 +26,7 @@ import numpy as np
 from kubenpu.adapters.kube import (
     node_from_object,
     placement_from_pod,
+    placement_time,
     pod_key,
     request_from_pod,
 )
@@ -70,8 +71,7 @@ def pod_entry(obj: Mapping[str, Any]) -> PodEntry | None:
     request = request_from_pod(obj)
     node = spec.get("nodeName") or ""
     recorded = placement_from_pod(obj)
-    annotations = meta.get("annotations") or {}
-    assumed_at = str(annotations.get("kubenpu.io/assumed-at", ""))
+    assumed_at = placement_time(obj)
     if recorded is not None and (not node or recorded.node == node):
         return PodEntry(
             key, str(meta.get("uid", "")), request, recorded, bool(node), True, assumed_at

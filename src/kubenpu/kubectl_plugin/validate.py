@@ -29,9 +29,6 @@ DEFAULT_PULL_SECRET = "regsecret"
 #: Labels on every Job and pod of a run (the run label selects them for clean-up).
 LABEL_APP = "app.kubernetes.io/name"
 APP = "kubenpu-validate"
-LABEL_RUN = "kubenpu.io/validate-run"
-#: Annotation on Jobs and pods: the node validated.
-ANNOTATION_NODE = "kubenpu.io/validate-node"
 CONTAINER = "validate"
 #: How often the pods are read, and their logs (for the progress display).
 POLL_SECONDS = 1.0
@@ -64,8 +61,12 @@ def validation_job(
     """The Job validating ``node``: one pod asking for ``npus`` whole NPUs, pinned to the
     node, never restarted. ``activeDeadlineSeconds`` and ``ttlSecondsAfterFinished`` end
     and remove it even if the command that created it is gone."""
-    labels = {LABEL_APP: APP, "app.kubernetes.io/managed-by": "kubectl-npu", LABEL_RUN: run}
-    annotations = {ANNOTATION_NODE: node}
+    labels = {
+        LABEL_APP: APP,
+        "app.kubernetes.io/managed-by": "kubectl-npu",
+        names.LABEL_VALIDATE_RUN: run,
+    }
+    annotations = {names.ANNOTATION_VALIDATE_NODE: node}
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": image,
@@ -229,7 +230,7 @@ def run_validation(
     ``nodes`` are the Nodes as listed before (kept when a later listing fails)."""
     core, batch = cluster.api, cluster.batch
     run = secrets.token_hex(3)
-    selector = f"{LABEL_RUN}={run}"
+    selector = f"{names.LABEL_VALIDATE_RUN}={run}"
     started = time.monotonic()
     deadline = started + timeout
     jobs = {t.node: job_name(t.node, run) for t in targets if not t.problem}
@@ -357,7 +358,7 @@ def _pods_by_node(pod_list: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, 
     """The newest pod of each validated node."""
     found: dict[str, dict[str, Any]] = {}
     for pod in sorted(pod_list, key=lambda p: p["metadata"].get("creationTimestamp") or ""):
-        node = (pod["metadata"].get("annotations") or {}).get(ANNOTATION_NODE)
+        node = (pod["metadata"].get("annotations") or {}).get(names.ANNOTATION_VALIDATE_NODE)
         if node:
             found[node] = dict(pod)
     return found
