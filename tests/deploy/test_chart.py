@@ -286,6 +286,14 @@ def scheduler_config(objects: list[dict[str, Any]]) -> dict[str, Any]:
     return yaml.safe_load(cm["data"]["config.yaml"])
 
 
+def test_all_pods_asks_the_extender_about_every_pod() -> None:
+    # Without managed resources kube-scheduler calls the extender for CPU-only pods too.
+    objects = render({"scheduler": {"extender": {"allPods": True}}})
+    (extender,) = scheduler_config(objects)["extenders"]
+    assert "managedResources" not in extender
+    assert extender == extender_entry(extender["urlPrefix"], all_pods=True)
+
+
 def test_secondary_scheduler_calls_the_extender_service() -> None:
     objects = render()
     config = scheduler_config(objects)

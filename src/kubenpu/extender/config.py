@@ -31,9 +31,16 @@ RBAC_RULES: list[dict[str, Any]] = [
 ]
 
 
-def extender_entry(url_prefix: str, *, ca_data: str = "") -> dict[str, Any]:
+def extender_entry(url_prefix: str, *, ca_data: str = "", all_pods: bool = False) -> dict[str, Any]:
     """One ``extenders`` entry of a KubeSchedulerConfiguration (``ca_data``: base64 PEM
-    of the CA that signed the extender's HTTPS certificate)."""
+    of the CA that signed the extender's HTTPS certificate).
+
+    ``all_pods``: no managed resources, so kube-scheduler asks the extender about every
+    pod. Pods without NPUs are then placed by the engine too, packed as the policy packs
+    them, instead of spread by kube-scheduler's least-allocated scoring over the NPU
+    nodes' CPU (which strands their NPUs: on openb, 5 to 8 points of allocation for
+    best-fit and FGD, bench/live_replay.py --all-pods). The price: an extender call for
+    every pod of the cluster."""
     entry: dict[str, Any] = {
         "urlPrefix": url_prefix,
         "filterVerb": "filter",
@@ -48,8 +55,11 @@ def extender_entry(url_prefix: str, *, ca_data: str = "") -> dict[str, Any]:
         # Not ignorable: without the extender a shared or topology-bound pod would be
         # placed blind and could be given a device another pod holds.
         "ignorable": False,
-        "managedResources": [{"name": r, "ignoredByScheduler": False} for r in MANAGED_RESOURCES],
     }
+    if not all_pods:
+        entry["managedResources"] = [
+            {"name": r, "ignoredByScheduler": False} for r in MANAGED_RESOURCES
+        ]
     if ca_data:
         entry["tlsConfig"] = {"caData": ca_data}
     return entry

@@ -41,6 +41,7 @@ extenders:
     # Only node names travel: the extender keeps its own watch-fed node cache.
     nodeCacheCapable: true
     ignorable: {{ $sc.extender.ignorable }}
+    {{- if not $sc.extender.allPods }}
     # Pods asking for none of these never reach the extender. Not ignoredByScheduler:
     # kube-scheduler's own fit still counts them per node (kubenpu.extender.config).
     managedResources:
@@ -50,4 +51,5 @@ extenders:
         ignoredByScheduler: false
       - name: aliyun.com/npu-mem
         ignoredByScheduler: false
+    {{- end }}
 {{- end -}}
