@@ -1,6 +1,7 @@
 """Bind: choose the devices on kube-scheduler's node, record them on the pod, bind it.
 
-Races (docs/extender.md): binds are serialised in-process, and every bind (1) reserves
+Races (docs/extender.md): binds to one node are serialised in-process (binds to different
+nodes run side by side: they share no device), and every bind (1) reserves
 its devices in the cache, so filters see them taken at once, (2) records the placement on
 the pod with a PATCH guarded by the pod's resourceVersion, then (3) reads afresh every
 placement recorded for that node (label ``kubenpu.io/node``) and backs off if any device
@@ -85,14 +86,18 @@ class Binder:
         self.api = api
         self.metrics = metrics
         self._clock = clock
-        self._serial = threading.Lock()
+        #: One lock per node: binds there are serialised, binds elsewhere are not.
+        self._serial: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._serial_guard = threading.Lock()
 
     def bind(self, args: ExtenderBindingArgs) -> None:
         """Choose devices on the node, record them on the pod, then create the Binding;
         raises ``BindError`` (counted and logged) when it must not or could not."""
         started = time.perf_counter()
         try:
-            with self._serial:
+            with self._serial_guard:
+                node_lock = self._serial[args["Node"]]
+            with node_lock:
                 self._bind(args)
         except BindError as err:
             ns, name, node = args["PodNamespace"], args["PodName"], args["Node"]
