@@ -27,10 +27,12 @@ lint: $(STAMP)
 
 # The e2e tests run against the Kubernetes binaries built here, the real-node tests also on
 # the containerd, registry and images built here, the chart tests render with the helm built
-# here (each a no-op once it is cached).
+# here (each a no-op once it is cached); the console's browser and Prometheus tests on
+# Debian's chromium, chromium-driver and prometheus (installed when missing).
 test: lint
 	bash hack/build-control-plane.sh
 	bash hack/build-node.sh
 	bash hack/build-images.sh
 	bash hack/build-helm.sh
+	bash hack/install-test-tools.sh
 	$(BIN)/pytest

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
+from console.cluster import Setup, console_cluster
 from console.objects import FAILED, cpu_node, event, node, pod
 from kubenpu.console.store import ConsoleStore
 
@@ -44,3 +47,11 @@ def store() -> ConsoleStore:
         ]
     )
     return s
+
+
+@pytest.fixture(scope="module")
+def setup() -> Iterator[Setup]:
+    """A dev cluster of its own for each e2e module (one node agent, 4 NPUs) with
+    ``kubenpu console --kubeconfig ... --port N`` running on it (console.cluster)."""
+    with console_cluster() as running:
+        yield running

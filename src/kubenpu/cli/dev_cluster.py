@@ -193,6 +193,7 @@ def status(
             "kubernetes": binaries.KUBERNETES_VERSION,
             "registry": cluster.registry_credentials(),
             "nodes": _node_report(cluster),
+            "metrics": cluster.metrics_endpoints(),
         }
         typer.echo(json.dumps(report, indent=2))
     else:

@@ -71,6 +71,9 @@ def device_plugin(
     metrics_port: int | None = typer.Option(
         None, "--metrics-port", help="Prometheus port, 0 = off (default 0)."
     ),
+    metrics_address: str | None = typer.Option(
+        None, "--metrics-address", help="Address the metrics port binds (default 0.0.0.0)."
+    ),
     health_interval: float | None = typer.Option(
         None, "--health-interval", help="Seconds between health checks (default 0.5)."
     ),
@@ -105,6 +108,7 @@ def device_plugin(
         "cdi": cdi,
         "cdi-kind": cdi_kind,
         "metrics-port": metrics_port,
+        "metrics-address": metrics_address,
         "health-interval": health_interval,
         "log-level": log_level,
     }

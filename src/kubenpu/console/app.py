@@ -76,6 +76,12 @@ def device_cells(devices: tuple[DeviceCell, ...]) -> Markup:
     return Markup("".join(out))
 
 
+@functools.lru_cache(maxsize=16384)
+def _path_segment(value: str) -> str:
+    """``value`` quoted as one path segment (node names: kept, as the cells are)."""
+    return quote(value, safe="")
+
+
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(_HERE / "templates")),
@@ -85,7 +91,7 @@ def _environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
     )
     env.filters["pct"] = lambda v, digits=1: "n/a" if v is None else f"{v:.{digits}f}%"
-    env.filters["path"] = lambda v: quote(str(v), safe="")
+    env.filters["path"] = lambda v: _path_segment(str(v))
     env.filters["cells"] = device_cells
     env.globals.update(PLOT_WIDTH=WIDTH, PLOT_HEIGHT=HEIGHT, PLOT_LEFT=LEFT)
     return env
@@ -106,7 +112,8 @@ class Console:
         self.simulator = simulator
         self.ready = ready
         self.env = _environment()
-        self.registry = metrics.registry_for(store)
+        self.collector = metrics.ConsoleCollector(store)
+        self.registry = metrics.registry_of(self.collector)
         self._pages: OrderedDict[tuple[str, str, str], str] = OrderedDict()
         self._pages_lock = threading.Lock()
         routes = [
@@ -321,7 +328,7 @@ class Console:
     def metrics(self, request: Request) -> Response:
         """Prometheus text format."""
         return Response(
-            metrics.render(self.registry),
+            self.collector.exposition(),  # == metrics.render(self.registry), faster
             media_type="text/plain; version=0.0.4; charset=utf-8",
             headers=SECURITY_HEADERS,
         )

@@ -18,7 +18,7 @@ from typing import Any
 
 from kubenpu.adapters.kube import pod_key
 from kubenpu.console.reasons import event_time
-from kubenpu.console.views import EVENTS_PER_OBJECT, Inputs
+from kubenpu.console.views import EVENTS_PER_OBJECT, Inputs, RowCache
 from kubenpu.errors import ObjectError
 from kubenpu.extender.cache import ClusterCache
 
@@ -82,6 +82,8 @@ class ConsoleStore:
         self.version = 0
         #: Set by the service: whether every informer is synced.
         self.synced = lambda: True
+        #: The grid's rows, kept per node until the node changes (views.RowCache).
+        self.rows = RowCache()
 
     def _bump(self) -> None:
         self.version += 1
@@ -191,4 +193,5 @@ class ConsoleStore:
             events=_EventsByObject(self.events),
             synced=self.synced(),
             now=self._clock(),
+            rows=self.rows,
         )

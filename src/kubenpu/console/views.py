@@ -15,7 +15,8 @@ common shapes. The task mix is that of the NPU pods in the cluster, held and wai
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +56,8 @@ class Inputs:
     synced: bool
     #: Unix time "now" (ages of pending pods).
     now: float
+    #: Rows kept from earlier views of the same state (the store's); None: build afresh.
+    rows: RowCache | None = None
 
 
 # ---- devices ---------------------------------------------------------------------------
@@ -199,9 +202,15 @@ class ClusterView:
     cpu_nodes: int = 0
 
 
-def _holders(state: ClusterState) -> dict[tuple[int, int], list[Segment]]:
+def _holders(
+    state: ClusterState, nodes: Container[int] | None = None
+) -> dict[tuple[int, int], list[Segment]]:
+    """(node, slot) -> the pods holding it, largest share first (of ``nodes`` only, if
+    given)."""
     out: dict[tuple[int, int], list[Segment]] = {}
     for key, holding in state.holdings.items():
+        if nodes is not None and holding.node not in nodes:
+            continue
         for slot, share in zip(holding.slots, holding.placement.shares_milli, strict=True):
             out.setdefault((holding.node, slot), []).append(Segment(key, int(share)))
     for segments in out.values():
@@ -234,6 +243,62 @@ def _cells(
         )
         for j, dev in enumerate(node.devices)
     )
+
+
+@dataclass(frozen=True, slots=True)
+class RowParts:
+    """One node's cells and their sums, as of one ``node_version``."""
+
+    version: int
+    devices: tuple[DeviceCell, ...]
+    whole: int
+    shared: int
+    free: int
+    unhealthy: int
+    allocated_milli: int
+    free_milli: int
+
+    @classmethod
+    def of(cls, version: int, devices: tuple[DeviceCell, ...]) -> RowParts:
+        """The sums of ``devices``."""
+        kinds = [d.kind for d in devices]
+        return cls(
+            version,
+            devices,
+            whole=kinds.count("whole"),
+            shared=kinds.count("shared"),
+            free=kinds.count("free"),
+            unhealthy=kinds.count("unhealthy"),
+            allocated_milli=sum(d.used_milli for d in devices),
+            free_milli=sum(d.free_milli for d in devices),
+        )
+
+
+class RowCache:
+    """Each node's cells, rebuilt only for the nodes that changed since the last view.
+
+    Keyed on the ``ClusterState`` (a new one, after the cache rebuilt it, starts afresh)
+    and on its ``node_version`` per node, which every reserve, release and health change
+    of the node bumps; an unchanged node keeps its very cells (the same objects, which the
+    page's renderer keys its own cache on). Not thread-safe: used under the store's lock.
+    """
+
+    def __init__(self) -> None:
+        self._state: ClusterState | None = None
+        self._parts: dict[int, RowParts] = {}
+
+    def parts(self, state: ClusterState, nodes: Sequence[int] | None = None) -> dict[int, RowParts]:
+        """Node index -> its parts, for ``nodes`` (default: every node)."""
+        if state is not self._state:
+            self._state, self._parts = state, {}
+        versions = state.node_version.tolist()
+        wanted = range(state.num_nodes) if nodes is None else nodes
+        stale = [i for i in wanted if (p := self._parts.get(i)) is None or p.version != versions[i]]
+        if stale:
+            holders = _holders(state, None if len(stale) == state.num_nodes else set(stale))
+            for i in stale:
+                self._parts[i] = RowParts.of(versions[i], _cells(state, i, holders))
+        return {i: self._parts[i] for i in wanted}
 
 
 # ---- pods ------------------------------------------------------------------------------
@@ -274,10 +339,10 @@ def _mix_requests(inputs: Inputs, pending: Sequence[str]) -> list[Request]:
     return held + [r for r in _pending_requests(inputs, pending) if r.wants_devices]
 
 
-def _describe_shape(req: Request) -> str:
-    if req.npus:
-        return f"{req.npus} NPU" + ("s" if req.npus > 1 else "")
-    return f"{req.share_milli // MILLI_PER_CORE_UNIT}% share"
+def _describe_shape(npus: int, share_milli: int) -> str:
+    if npus:
+        return f"{npus} NPU" + ("s" if npus > 1 else "")
+    return f"{share_milli // MILLI_PER_CORE_UNIT}% share"
 
 
 def measure_name(policy: str) -> str:
@@ -306,38 +371,35 @@ def fragmentation(
 def cluster_view(inputs: Inputs) -> ClusterView:
     """The nodes x devices grid, with totals, allocation and fragmentation."""
     state = inputs.state
-    holders = _holders(state)
     pending = pending_npu_pods(inputs.pods)
     requests = _mix_requests(inputs, pending)
     frag = fragmentation(state, inputs.policy, requests)
-    rows = []
+    parts = (inputs.rows or RowCache()).parts(state)
+    frag_of: list[float | None] = [None] * state.num_nodes if frag is None else frag.tolist()
+    rows, drawn = [], []
     for i, node in enumerate(state.nodes):
         if not node.devices:
             continue
-        rows.append(
-            NodeRow(
-                name=node.name,
-                model=node.model,
-                devices=_cells(state, i, holders),
-                fragmented_milli=None if frag is None else float(frag[i]),
-            )
-        )
-    shapes: dict[str, int] = {}
-    for req in requests:
-        label = _describe_shape(req)
-        shapes[label] = shapes.get(label, 0) + 1
-    mix = tuple(f"{label} x {n}" for label, n in sorted(shapes.items(), key=lambda kv: -kv[1]))
-    cells = [d for r in rows for d in r.devices]
+        part = parts[i]
+        drawn.append(part)
+        rows.append(NodeRow(node.name, node.model, part.devices, frag_of[i]))
+    shapes = Counter((r.npus, r.share_milli) for r in requests)
+    labels: dict[str, int] = {}
+    for (npus, share), n in shapes.items():
+        label = _describe_shape(npus, share)
+        labels[label] = labels.get(label, 0) + n
+    mix = tuple(f"{label} x {n}" for label, n in sorted(labels.items(), key=lambda kv: -kv[1]))
+    devices = sum(len(p.devices) for p in drawn)
     totals = Totals(
         nodes=len(rows),
-        devices=len(cells),
-        whole=sum(1 for d in cells if d.kind == "whole"),
-        shared=sum(1 for d in cells if d.kind == "shared"),
-        free=sum(1 for d in cells if d.kind == "free"),
-        unhealthy=sum(1 for d in cells if d.kind == "unhealthy"),
-        allocated_milli=sum(d.used_milli for d in cells),
-        capacity_milli=FULL * len(cells),
-        free_milli=sum(d.free_milli for d in cells),
+        devices=devices,
+        whole=sum(p.whole for p in drawn),
+        shared=sum(p.shared for p in drawn),
+        free=sum(p.free for p in drawn),
+        unhealthy=sum(p.unhealthy for p in drawn),
+        allocated_milli=sum(p.allocated_milli for p in drawn),
+        capacity_milli=FULL * devices,
+        free_milli=sum(p.free_milli for p in drawn),
         fragmented_milli=None if frag is None else float(frag.sum()),
         pending=len(pending),
         mix=mix,
@@ -503,7 +565,7 @@ def node_view(inputs: Inputs, name: str) -> NodeView | None:
         row = NodeRow(
             name,
             node.model,
-            _cells(state, i, _holders(state)),
+            (inputs.rows or RowCache()).parts(state, [i])[i].devices,
             None if frag is None else float(frag[i]),
         )
         cpu, mem, problem = node.cpu_milli, node.memory_mib, ""

@@ -141,6 +141,8 @@ class NodeInfo:
     index: int = 0
     #: What serves the node's NPUs: "device-plugin" or "dra" (:data:`NPU_DRIVERS`).
     npu_driver: str = "device-plugin"
+    #: The device plugin's Prometheus port on 127.0.0.1 (0: none).
+    metrics_port: int = 0
 
     @property
     def real(self) -> bool:
@@ -270,6 +272,7 @@ class DevCluster:
                     "kind": n.kind,
                     "index": n.index,
                     "npu_driver": n.npu_driver,
+                    "metrics_port": n.metrics_port,
                 }
                 for n in self.nodes
             ],
@@ -317,6 +320,20 @@ class DevCluster:
             raise ConfigError(
                 f"{path}: incomplete dev cluster state ({err!r}); delete {state_dir}"
             ) from None
+
+    def metrics_endpoints(self) -> dict[str, str]:
+        """Process name -> the URL of its Prometheus ``/metrics`` (all on 127.0.0.1): the
+        extender's (plain HTTP), the webhook's (HTTPS, certificate of the cluster CA,
+        ``paths.cert("ca")``) and each device plugin's."""
+        found: dict[str, str] = {}
+        if self.ports.extender and dev_extender.PROCESS in self.processes:
+            found[dev_extender.PROCESS] = f"http://127.0.0.1:{self.ports.extender}/metrics"
+        if self.ports.webhook and dev_webhook.PROCESS in self.processes:
+            found[dev_webhook.PROCESS] = f"https://127.0.0.1:{self.ports.webhook}/metrics"
+        for n in self.nodes:
+            if n.metrics_port and f"device-plugin/{n.name}" in self.processes:
+                found[f"device-plugin/{n.name}"] = f"http://127.0.0.1:{n.metrics_port}/metrics"
+        return found
 
     # -- network and registry -----------------------------------------------------------
 
@@ -588,6 +605,8 @@ def device_plugin_argv(node: NodeInfo) -> list[str]:
         "--kubeconfig",
         str(node.plugin_kubeconfig),
     ]
+    if node.metrics_port:
+        argv += ["--metrics-address", "127.0.0.1", "--metrics-port", str(node.metrics_port)]
     if node.real:
         # Real device nodes, which the kubelet and runc pass into the containers.
         argv += ["--mock-dev-dir", str(Path(node.dir) / "dev")]
@@ -883,6 +902,9 @@ def up(
             kind=spec.node_kind,
             index=i,
             npu_driver="dra" if _served_by_dra(spec, i) else "device-plugin",
+            metrics_port=(
+                processes.free_port() if npus and addons and not _served_by_dra(spec, i) else 0
+            ),
         )
         for i, (name, npus) in enumerate(_node_names(spec), start=1)
     ]

@@ -66,6 +66,7 @@ class DevicePluginConfig:
     cdi: bool = False
     cdi_kind: str = "kubenpu.io/npu"
     metrics_port: int = 0
+    metrics_address: str = "0.0.0.0"
     health_interval: float = 0.5
     log_level: str = "info"
 
@@ -192,6 +193,7 @@ def _validate(config: DevicePluginConfig) -> None:
     need(config.mock_memory_gib >= 1, "mock-memory-gib", ">= 1", config.mock_memory_gib)
     need(config.group_size >= 0, "group-size", ">= 0", config.group_size)
     need(0 <= config.metrics_port <= 65535, "metrics-port", "0..65535", config.metrics_port)
+    need(bool(config.metrics_address), "metrics-address", "an address", config.metrics_address)
     need(
         0 < config.health_interval <= 1.0,
         "health-interval",

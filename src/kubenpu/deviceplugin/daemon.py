@@ -124,8 +124,10 @@ class DevicePluginDaemon:
         if install_signals:
             self._install_signals()
         if self.config.metrics_port:
-            self.metrics.serve(self.config.metrics_port)
-            log.info("metrics on :%d/metrics", self.config.metrics_port)
+            self.metrics.serve(self.config.metrics_port, self.config.metrics_address)
+            log.info(
+                "metrics on %s:%d/metrics", self.config.metrics_address, self.config.metrics_port
+            )
         self._check_health()
         health = threading.Thread(target=self._health_loop, name="health", daemon=True)
         health.start()
