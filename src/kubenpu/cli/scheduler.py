@@ -18,6 +18,12 @@ def scheduler(
         "", "--policy", help="Placement policy spec, e.g. fgd:2+bestfit (default: kubenpu)."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the engine's tie-break order."),
+    task_mix: str = typer.Option(
+        "",
+        "--task-mix",
+        help="Pods (openb pod CSV or Pod YAML) whose shapes are the task mix the policy "
+        "plans for, instead of the mix estimated from the cluster and recent requests.",
+    ),
     tls_cert: str = typer.Option("", "--tls-cert", help="Serve HTTPS with this certificate."),
     tls_key: str = typer.Option("", "--tls-key", help="Private key of --tls-cert."),
     url_prefix: str = typer.Option(
@@ -47,7 +53,15 @@ def scheduler(
             api = KubernetesApi(kubeconfig)
         except Exception as err:  # the client's own config errors: no traceback for them
             raise ConfigError(f"--kubeconfig {kubeconfig or '(in-cluster)'}: {err}") from None
-        service = ExtenderService(api, policy=policy, seed=seed)
+        mix = []
+        if task_mix:
+            from pathlib import Path
+
+            from kubenpu.cli.simulate import read_pods
+
+            mix = read_pods(Path(task_mix))
+            log.info("task mix: %d pods from %s", len(mix), task_mix)
+        service = ExtenderService(api, policy=policy, seed=seed, task_mix=mix)
         server = ExtenderHTTPServer(
             (address, port),
             service.extender,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
@@ -100,8 +100,17 @@ def _structure(node: Node) -> tuple:
 class ClusterCache:
     """The cluster as the engine sees it; not thread-safe (the extender holds a lock)."""
 
-    def __init__(self, policy: str = "", *, seed: int = 0, mix_window: int = 1000) -> None:
+    def __init__(
+        self,
+        policy: str = "",
+        *,
+        seed: int = 0,
+        mix_window: int = 1000,
+        task_mix: Sequence[Request] = (),
+    ) -> None:
         self.policy = policy or policies.DEFAULT
+        #: The task mix given by configuration (``--task-mix``); empty: estimated.
+        self._fixed_mix = [r for r in task_mix if r.wants_devices]
         self._factory = policies.factory(self.policy)
         self._seed = seed
         self._nodes: dict[str, Node] = {}
@@ -276,7 +285,8 @@ class ClusterCache:
     def engine(self) -> Engine:
         """An engine over :meth:`state` with the configured policy and current task mix."""
         state = self.state()
-        shapes = frozenset(self._shape_count)
+        # A configured mix never changes: only a new state rebuilds the profile then.
+        shapes = frozenset() if self._fixed_mix else frozenset(self._shape_count)
         if self._engine is None or shapes != self._shapes:
             self._shapes = shapes
             profile = self._factory(state, self._mix())
@@ -292,6 +302,8 @@ class ClusterCache:
             self._count_shape(request, +1)
 
     def _mix(self) -> list[Request]:
+        if self._fixed_mix:
+            return self._fixed_mix
         held = [e.request for e in self._pods.values() if e.request.wants_devices]
         return held + list(self._recent)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from kubenpu.adapters.kube import pod_key
@@ -15,6 +15,7 @@ from kubenpu.extender.core import Extender
 from kubenpu.extender.informer import Informer
 from kubenpu.extender.metrics import ExtenderMetrics
 from kubenpu.extender.preempt import PodIndex, Preempter
+from kubenpu.model import Request
 
 log = logging.getLogger(__name__)
 
@@ -22,9 +23,16 @@ log = logging.getLogger(__name__)
 class ExtenderService:
     """Everything ``kubenpu scheduler`` runs but the HTTP server."""
 
-    def __init__(self, api: WatchableApi, *, policy: str = "", seed: int = 0) -> None:
+    def __init__(
+        self,
+        api: WatchableApi,
+        *,
+        policy: str = "",
+        seed: int = 0,
+        task_mix: Sequence[Request] = (),
+    ) -> None:
         self.metrics = ExtenderMetrics()
-        self.cache = ClusterCache(policy, seed=seed)
+        self.cache = ClusterCache(policy, seed=seed, task_mix=task_mix)
         self.extender = Extender(self.cache, api, self.metrics)
         #: What preempt needs of the pods beyond the cache, fed by the same informer.
         self.pods = PodIndex()
