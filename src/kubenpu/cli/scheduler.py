@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 
 import typer
 
@@ -28,6 +29,14 @@ def scheduler(
     tls_key: str = typer.Option("", "--tls-key", help="Private key of --tls-cert."),
     url_prefix: str = typer.Option(
         "", "--url-prefix", help="Path before the verbs, e.g. /scheduler (urlPrefix's path)."
+    ),
+    console_port: int = typer.Option(
+        0,
+        "--console-port",
+        help="Also serve the NPU console (docs/console.md) on this port, in this process (0: not).",
+    ),
+    console_address: str = typer.Option(
+        "127.0.0.1", "--console-address", help="Address of --console-port (loopback unless told)."
     ),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning, error."),
 ) -> None:
@@ -70,6 +79,13 @@ def scheduler(
             tls=(tls_cert, tls_key) if tls_cert else None,
             preempter=service.preempter,
         )
+        console = None
+        if console_port:
+            from kubenpu.cli.console import build
+
+            if console_port == port:
+                raise ConfigError(f"--console-port {console_port}: the extender's own --port")
+            console = build(kubeconfig, console_address, console_port, policy, log_level=log_level)
     except KubeNpuError as err:
         log.error("%s", err)
         raise typer.Exit(2) from None
@@ -80,11 +96,20 @@ def scheduler(
     def stop(signum: int, _frame: object) -> None:
         log.info("got %s; shutting down", signal.Signals(signum).name)
         service.shutdown()
+        if console is not None:
+            console[1].should_exit = True
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     service.start()
     server.start()
+    if console is not None:
+        # Its own informers and cache: the extender's are under the extender's lock and
+        # change with every bind; the console only reads.
+        feeds, web = console
+        feeds.start()
+        threading.Thread(target=web.run, name="console", daemon=True).start()
+        log.info("kubenpu console on http://%s:%d/", console_address, console_port)
     log.info(
         "kubenpu scheduler on %s://%s:%d%s, policy %s",
         "https" if tls_cert else "http",
@@ -95,6 +120,8 @@ def scheduler(
     )
     service.stop.wait()
     server.shutdown()
+    if console is not None:
+        console[0].shutdown()
     log.info("stopped")
 
 
