@@ -13,10 +13,10 @@ def test_a_configured_mix_is_the_mix_and_never_changes() -> None:
     cache = ClusterCache("fgd", task_mix=MIX)
     cache.upsert_node(node("n1"))
     engine = cache.engine()
-    # CPU-only pods are no NPU task: left out, as in the estimate.
-    assert cache._mix() == MIX[:2]
+    # All of it, CPU-only pods too: the mix the simulator gives the same policy.
+    assert cache._mix() == MIX
     cache.note_request(Request("other", share_milli=700))
-    assert cache._mix() == MIX[:2]
+    assert cache._mix() == MIX
     assert cache.engine() is engine  # nothing to rebuild: same state, same mix
 
 

@@ -109,8 +109,9 @@ class ClusterCache:
         task_mix: Sequence[Request] = (),
     ) -> None:
         self.policy = policy or policies.DEFAULT
-        #: The task mix given by configuration (``--task-mix``); empty: estimated.
-        self._fixed_mix = [r for r in task_mix if r.wants_devices]
+        #: The task mix given by configuration (``--task-mix``), CPU-only pods included
+        #: as the simulator takes its trace; empty: estimated.
+        self._fixed_mix = list(task_mix)
         self._factory = policies.factory(self.policy)
         self._seed = seed
         self._nodes: dict[str, Node] = {}
