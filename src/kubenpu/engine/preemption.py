@@ -1,51 +1,18 @@
 """Preemption that knows devices: which lower-priority pods to evict so a pod fits on a node.
 
 kube-scheduler's own preemption counts extended resources per node, so it may evict shares
-spread over several NPUs and still leave no device with room. Here the victims are chosen
-against the node's devices, with the arithmetic of the engine's fit (``fit.feasible``):
-
-- ``k`` whole NPUs need ``k`` healthy devices with every pod on them gone;
-- a share (core milli, and NPU memory if asked) needs that much free on ONE device, which
-  must be healthy and not held whole;
-- in both cases, and for pods without NPUs, the node's CPU and memory must be free too.
-
-Only the ``candidates`` given are ever chosen, and only those of strictly lower priority than
-the preemptor (kube-scheduler's rule). A candidate carries the flag "evicting it would
-violate a PodDisruptionBudget" (kube-scheduler computes it per pod in
-``FilterVictimsWithPDBViolation``); violating victims are taken only when nothing else works.
-
-Order of preference between victim sets on one node (``select_victims``), the criteria of
-kube-scheduler's ``pickOneNodeForPreemption`` in its order, so that the best set of each node
-is also the set kube-scheduler would rank highest:
-
-1. fewest PDB violations;
-2. lowest highest priority among the victims;
-3. smallest sum of priorities, each priority plus 2**31 (kube-scheduler adds MaxInt32+1 so
-   that more victims never sum lower: in practice this prefers fewer victims first);
-4. fewest victims;
-5. ties, deterministically: for a share, the lowest device index that the preemptor gets;
-   for whole NPUs, the lexicographically smallest tuple of device indices it gets; then the
-   victims that come first in the order (no PDB violation, lower priority, pod name),
-   compared as sorted tuples.
-
-Criteria 1-4 grow strictly when a pod is added to a set, so the best set is always minimal:
-no proper subset of it frees enough. The search is exact: for a share, per device, a branch
-and bound over the pods that can help (on the device, or for CPU/memory anywhere on the
-node); for whole NPUs, over the choices of ``k`` devices (at most ``C(16, 8)``) and then the
-pods still needed for CPU/memory. Both explore candidates in the tie order of criterion 5
-and keep the first set found at each value of 1-4, which is what makes ties exact.
-Device-only deficits (the usual case: evicting the pods on a device frees their CPU too)
-are solved exactly in milliseconds. A large CPU or memory deficit over many small pods is a
-covering knapsack; after ``SEARCH_BUDGET`` steps the best set found so far is made minimal
-with kube-scheduler's reprieve and returned with ``exact=False``: it still frees enough and
-takes only eligible pods, but a better set may exist.
-
-``pick_node`` chooses among per-node answers as kube-scheduler does (criteria 1-4, then the
-latest start time of the highest-priority victims, then the node name, where kube-scheduler
-takes the first of its map, i.e. any).
-
-Pure: no I/O, no Kubernetes types. ``running_on`` reads the pods of a node out of a
-``ClusterState``; ``plan_preemption`` runs the choice over a whole cluster (the simulator).
+spread over several NPUs and still leave no device with room. ``select_victims`` chooses
+against the node's devices, with the engine's fit: ``k`` whole NPUs need ``k`` healthy
+devices cleared; a share needs its compute (and memory) free on ONE device; CPU and memory
+must be free too. Only the ``candidates`` given, of strictly lower priority, are chosen;
+PDB-violating ones only when nothing else works. Sets rank as kube-scheduler's
+``pickOneNodeForPreemption`` ranks nodes: fewest PDB violations, lowest highest priority,
+smallest priority sum (each plus 2**31), fewest victims, then deterministic ties (device
+index, then the victims' order). The search is exact (per-device branch and bound; device
+choices for whole NPUs); past ``SEARCH_BUDGET`` steps the best set so far is trimmed as
+kube-scheduler trims and returned with ``exact=False``. ``pick_node`` ranks per-node answers
+as kube-scheduler does; ``plan_preemption`` runs it over a cluster. Pure. docs/preemption.md
+has the arithmetic.
 """
 
 from __future__ import annotations

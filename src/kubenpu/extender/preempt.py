@@ -1,34 +1,14 @@
 """The extender's ``preempt`` verb: device-aware victims for kube-scheduler's candidates.
 
-kube-scheduler's preemption (``DefaultPreemption``) dry-runs every node that failed
-filter resolvably with its own plugins only: it removes the lower-priority pods, checks
-that its counts fit, reprieves the most important pods again, and keeps the nodes where
-some victims remain. With ``preemptVerb`` set it then sends those candidates to the
-extender (``NodeNameToMetaVictims``: per node the victims' UIDs and ``NumPDBViolations``,
-since kubenpu's extender is ``nodeCacheCapable``) and *replaces* its candidates with the
-answer: the nodes answered, each with the victims given (UIDs it looks up among the pods
-it has on that node; an empty list is an error unless the extender is ignorable). It then
-picks one node by ``pickOneNodeForPreemption`` and deletes that node's victims.
-
-Per node offered, :class:`Preempter` answers ``engine.preemption.select_victims``: the
-preemptor's request, every pod the extender's cache holds on the node (with its
-placement, priority and start time), and as candidates every pod *bound* there of
-strictly lower priority (kube-scheduler can only evict what its own node info holds). The
-PDB flag of each candidate is kube-scheduler's own (``FilterVictimsWithPDBViolation``):
-the PodDisruptionBudgets are listed once per call, the candidates walked most important
-first, each matching PDB's ``status.disruptionsAllowed`` used up, and a pod that finds one
-used up violates it (pods in a PDB's ``disruptedPods`` and pods without labels never do;
-an empty or invalid selector matches nothing). kube-scheduler does not filter an
-extender's victims through PDBs again: it takes the answered ``NumPDBViolations`` as they
-are, so this is where PDBs are honoured, exactly as far as kube-scheduler honours them
-(violating pods only when nothing else frees the devices; a deletion, not an eviction).
-
-Nodes where no eviction frees the devices are left out. A node where the engine says the
-pod fits already (kube-scheduler's victims are for something the engine does not model)
-keeps kube-scheduler's own victims. Each answer is logged with its victims and why.
-
-The pods' priorities, UIDs, labels and start times are not in the cache: :class:`PodIndex`
-keeps them, fed by the same pod informer under the same lock.
+kube-scheduler dry-runs the nodes that failed filter resolvably with its own counts, sends
+the candidates (``NodeNameToMetaVictims``) and replaces them with the answer, then picks
+one node and deletes its victims. Per node offered, :class:`Preempter` answers
+``engine.preemption.select_victims`` over the pods the cache holds there; the candidates
+are the pods bound there of strictly lower priority, each with kube-scheduler's own PDB
+flag (computed here: kube-scheduler takes the answered ``NumPDBViolations`` as given).
+Nodes where no eviction frees the devices are left out; where the pod already fits, the
+scheduler's own victims stand. :class:`PodIndex` keeps what the cache does not (priority,
+UID, labels, start time). The details, with the Go source's rules: docs/preemption.md.
 """
 
 from __future__ import annotations
