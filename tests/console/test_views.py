@@ -158,6 +158,7 @@ def test_pending_without_events_reads_the_condition_or_waits() -> None:
     [
         (FAILED, "none of the 3 nodes can take it", 2),
         ("0/0 nodes are available.", "the cluster has no nodes", 0),
+        ("0/1 nodes are available: 1 Insufficient cpu.", "the one node cannot take it", 1),
         (
             "0/5 nodes are available: 5 no NPU devices.",
             "none of the 5 nodes can take it",

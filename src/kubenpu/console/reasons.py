@@ -91,10 +91,13 @@ def parse_message(message: str) -> WaitReason:
             causes.append(Cause(0, plain_words(item), item))
     if total == 0:
         headline = "the cluster has no nodes"
-    elif causes:
-        headline = f"none of the {total} nodes can take it"
     else:
-        headline = f"none of the {total} nodes can take it (no reason given)"
+        one = total == 1
+        headline = (
+            "the one node cannot take it" if one else f"none of the {total} nodes can take it"
+        )
+        if not causes:
+            headline += " (no reason given)"
     return WaitReason(headline=headline, causes=tuple(causes), message=text)
 
 
