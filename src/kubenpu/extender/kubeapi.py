@@ -45,10 +45,17 @@ class KubernetesApi:
     # -- informers -------------------------------------------------------------------
 
     def _lister(self, kind: str) -> Callable[..., object]:
-        return self.core.list_node if kind == "nodes" else self.core.list_pod_for_all_namespaces
+        listers: dict[str, Callable[..., object]] = {
+            "nodes": self.core.list_node,
+            "pods": self.core.list_pod_for_all_namespaces,
+            # Only the console watches these (the extender's RBAC does not grant them).
+            "events": self.core.list_event_for_all_namespaces,
+        }
+        return listers[kind]
 
     def list(self, kind: str) -> tuple[list[dict[str, Any]], str]:
-        """Every object of ``kind`` ("nodes" or "pods") and the list's resourceVersion."""
+        """Every object of ``kind`` ("nodes", "pods" or "events") and the list's
+        resourceVersion."""
         try:
             response = raw(self._lister(kind)(_preload_content=False, _request_timeout=60))
         except ApiException as err:
