@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from kubenpu.console.store import ConsoleStore
-from kubenpu.extender.informer import Informer
+from kubenpu.extender.informer import Informer, InformerGroup
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +37,10 @@ class ConsoleService:
             "pods": (store.replace_pods, store.pod_event),
             "events": (store.replace_events, store.event_event),
         }
-        self.informers = [self._informer(api, kind, *handlers[kind]) for kind in KINDS]
-        store.synced = lambda: all(i.synced.is_set() for i in self.informers)
-        self._threads: list[threading.Thread] = []
+        self.informers = InformerGroup(
+            [self._informer(api, kind, *handlers[kind]) for kind in KINDS], self.stop
+        )
+        store.synced = lambda: self.informers.ready()[0]
 
     def _informer(
         self,
@@ -63,24 +64,16 @@ class ConsoleService:
 
     def ready(self) -> tuple[bool, str]:
         """Ready when every informer is synced."""
-        waiting = [i.kind for i in self.informers if not i.synced.is_set()]
-        if waiting:
-            return False, f"not synced with the API server: {', '.join(waiting)}"
-        return True, ""
+        return self.informers.ready()
 
     def start(self) -> None:
         """Start the informers."""
-        for informer in self.informers:
-            thread = threading.Thread(
-                target=informer.run, name=f"console-{informer.kind}", daemon=True
-            )
-            thread.start()
-            self._threads.append(thread)
+        self.informers.start(prefix="console-")
 
     def wait_synced(self, timeout: float) -> bool:
         """Wait until every informer synced once; False on timeout."""
-        return all(i.synced.wait(timeout) for i in self.informers)
+        return self.informers.wait_synced(timeout)
 
     def shutdown(self) -> None:
         """Stop the informers (a watch in progress ends with its timeout at the latest)."""
-        self.stop.set()
+        self.informers.shutdown()

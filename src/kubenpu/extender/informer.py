@@ -109,3 +109,35 @@ class Informer:
             idle_backoff = min(max(idle_backoff * 2, 0.2), self._max_backoff)
             log.debug("%s: watch ended at once; resuming in %.1f s", self.kind, idle_backoff)
             self.stop.wait(idle_backoff)
+
+
+class InformerGroup:
+    """Informers that run together: one stop event, daemon threads, ready when all synced.
+
+    The extender's service and the console's each run one.
+    """
+
+    def __init__(self, informers: list[Informer], stop: threading.Event) -> None:
+        self.informers = informers
+        self.stop = stop
+
+    def ready(self) -> tuple[bool, str]:
+        """(True, "") when every informer is synced, else (False, which are not)."""
+        waiting = [i.kind for i in self.informers if not i.synced.is_set()]
+        if waiting:
+            return False, f"not synced with the API server: {', '.join(waiting)}"
+        return True, ""
+
+    def start(self, prefix: str = "") -> None:
+        """Run each informer in a daemon thread named ``prefix + kind``."""
+        for informer in self.informers:
+            name = prefix + informer.kind
+            threading.Thread(target=informer.run, name=name, daemon=True).start()
+
+    def wait_synced(self, timeout: float) -> bool:
+        """Wait until every informer synced once; False on timeout."""
+        return all(i.synced.wait(timeout) for i in self.informers)
+
+    def shutdown(self) -> None:
+        """Stop them all (a watch in progress ends with its timeout at the latest)."""
+        self.stop.set()

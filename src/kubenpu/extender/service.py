@@ -12,7 +12,7 @@ from kubenpu.errors import ObjectError
 from kubenpu.extender.api import WatchableApi
 from kubenpu.extender.cache import ClusterCache
 from kubenpu.extender.core import Extender
-from kubenpu.extender.informer import Informer
+from kubenpu.extender.informer import Informer, InformerGroup
 from kubenpu.extender.metrics import ExtenderMetrics
 from kubenpu.extender.preempt import PodIndex, Preempter
 from kubenpu.model import Request
@@ -40,11 +40,13 @@ class ExtenderService:
             self.extender, self.pods, lambda: api.list_pod_disruption_budgets()
         )
         self.stop = threading.Event()
-        self.informers = [
-            self._informer(api, "nodes", self._node_event, self.cache.replace_nodes),
-            self._informer(api, "pods", self._pod_event, self._replace_pods),
-        ]
-        self._threads: list[threading.Thread] = []
+        self.informers = InformerGroup(
+            [
+                self._informer(api, "nodes", self._node_event, self.cache.replace_nodes),
+                self._informer(api, "pods", self._pod_event, self._replace_pods),
+            ],
+            self.stop,
+        )
 
     def _informer(
         self,
@@ -107,23 +109,18 @@ class ExtenderService:
 
     def ready(self) -> tuple[bool, str]:
         """Ready when every informer is synced (and has not lost the API since)."""
-        waiting = [i.kind for i in self.informers if not i.synced.is_set()]
-        self.metrics.ready.set(0 if waiting else 1)
-        if waiting:
-            return False, f"not synced with the API server: {', '.join(waiting)}"
-        return True, ""
+        ok, why = self.informers.ready()
+        self.metrics.ready.set(1 if ok else 0)
+        return ok, why
 
     def start(self) -> None:
         """Start the informers in daemon threads."""
-        for informer in self.informers:
-            thread = threading.Thread(target=informer.run, name=informer.kind, daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        self.informers.start()
 
     def wait_synced(self, timeout: float) -> bool:
         """Wait until every informer synced once; False on timeout."""
-        return all(i.synced.wait(timeout) for i in self.informers)
+        return self.informers.wait_synced(timeout)
 
     def shutdown(self) -> None:
         """Stop the informers (their current watch ends with its timeout at the latest)."""
-        self.stop.set()
+        self.informers.shutdown()
