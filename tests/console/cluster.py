@@ -13,30 +13,18 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from e2e.support import wait_for
 
 from console.server import free_port, get
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 NODE = "npu-node-1"
 IMAGE = "npu-registry.example.com/demo/npu-job:1.0"
-
-
-def wait_for(what: str, probe: Any, timeout: float = 60.0, interval: float = 0.1) -> Any:
-    """``probe()``'s first truthy answer; an AssertionError naming ``what`` after
-    ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = probe()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}: {result!r}")
-        time.sleep(interval)
 
 
 class Setup:

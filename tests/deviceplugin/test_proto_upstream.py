@@ -9,34 +9,13 @@ types, labels and the streaming of each method.
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
-import pytest
 from google.protobuf import descriptor_pb2
 from grpc_tools import protoc
-
-from kubenpu.devcluster import binaries
+from kubelet_module import kubelet_module
 
 OURS = Path(__file__).resolve().parents[2] / "src" / "kubenpu" / "deviceplugin" / "api"
-
-
-def _upstream() -> Path:
-    staging = binaries.KUBERNETES_VERSION.replace("v1.", "v0.", 1)
-    go = shutil.which("go")
-    cache = (
-        subprocess.run([go, "env", "GOMODCACHE"], capture_output=True, text=True).stdout.strip()
-        if go
-        else ""
-    )
-    path = Path(cache) / f"k8s.io/kubelet@{staging}" / "pkg/apis/deviceplugin/v1beta1/api.proto"
-    if not path.is_file():
-        if os.environ.get("CI"):
-            pytest.fail(f"{path} is missing: hack/build-control-plane.sh downloads it")
-        pytest.skip(f"no k8s.io/kubelet {staging} in the Go module cache")
-    return path
 
 
 def _compile(proto: Path, tmp: Path) -> descriptor_pb2.FileDescriptorProto:
@@ -79,6 +58,6 @@ def _wire(desc: descriptor_pb2.FileDescriptorProto) -> dict[str, object]:
 
 
 def test_our_proto_matches_the_kubelets_field_for_field(tmp_path: Path) -> None:
-    theirs = _wire(_compile(_upstream(), tmp_path))
+    theirs = _wire(_compile(kubelet_module() / "pkg/apis/deviceplugin/v1beta1/api.proto", tmp_path))
     ours = _wire(_compile(OURS / "v1beta1.proto", tmp_path))
     assert ours == theirs

@@ -8,16 +8,13 @@ protoc makes of them (hack/gen-proto.sh was run after the last change).
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 from google.protobuf import descriptor_pb2
 from grpc_tools import protoc
+from kubelet_module import kubelet_module
 
-from kubenpu.devcluster import binaries
 from kubenpu.dra import api
 
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -37,25 +34,9 @@ MODULES = {
 }
 
 
-def _kubelet_module() -> Path:
-    staging = binaries.KUBERNETES_VERSION.replace("v1.", "v0.", 1)
-    go = shutil.which("go")
-    cache = (
-        subprocess.run([go, "env", "GOMODCACHE"], capture_output=True, text=True).stdout.strip()
-        if go
-        else ""
-    )
-    path = Path(cache) / f"k8s.io/kubelet@{staging}"
-    if not path.is_dir():
-        if os.environ.get("CI"):
-            pytest.fail(f"{path} is missing: hack/build-control-plane.sh downloads it")
-        pytest.skip(f"no k8s.io/kubelet {staging} in the Go module cache")
-    return path
-
-
 @pytest.mark.parametrize("ours", sorted(UPSTREAM))
 def test_protos_are_the_published_ones(ours: str) -> None:
-    upstream = _kubelet_module() / UPSTREAM[ours]
+    upstream = kubelet_module() / UPSTREAM[ours]
     assert (OURS / ours).read_bytes() == upstream.read_bytes(), (
         f"{ours} differs from {upstream}: copy it again and run hack/gen-proto.sh"
     )
@@ -101,7 +82,7 @@ def test_service_names_on_the_wire() -> None:
 
 
 def test_advertised_names_match_the_kubelet_constants() -> None:
-    root = _kubelet_module() / "pkg/apis"
+    root = kubelet_module() / "pkg/apis"
     assert f'DRAPluginService = "{api.SERVICE_V1}"' in (root / "dra/v1/types.go").read_text()
     beta = (root / "dra/v1beta1/types.go").read_text()
     assert f'DRAPluginService = "{api.SERVICE_V1BETA1}"' in beta

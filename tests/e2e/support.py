@@ -24,7 +24,9 @@ NAMESPACE = "default"
 MANIFESTS = Path(__file__).resolve().parents[2] / "examples"
 
 
-def wait_for(what: str, probe: Callable[[], T], *, timeout: float = 60.0) -> T:
+def wait_for(
+    what: str, probe: Callable[[], T], *, timeout: float = 60.0, interval: float = 0.1
+) -> T:
     """Poll ``probe`` until it returns something truthy; fail after ``timeout`` seconds.
 
     The default is generous on purpose: on a loaded 2-core machine a pod freed by a deletion
@@ -39,7 +41,7 @@ def wait_for(what: str, probe: Callable[[], T], *, timeout: float = 60.0) -> T:
             raise AssertionError(
                 f"timed out after {timeout} s waiting for {what}; last: {result!r}"
             )
-        time.sleep(0.1)
+        time.sleep(interval)
 
 
 class Cluster:

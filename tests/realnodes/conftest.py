@@ -12,6 +12,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from e2e.support import Cluster, wait_for
@@ -23,13 +24,37 @@ NPUS_PER_NODE = 4
 NPU_NODES = ("npu-node-1", "npu-node-2")
 
 
-@pytest.fixture(scope="session")
-def real() -> Iterator[Cluster]:
-    """A running dev cluster of two real NPU nodes with four NPUs each."""
+def require_root() -> None:
+    """Skip without root (a developer's machine); fail without it under CI, which has it."""
     if os.geteuid() != 0:
         if os.environ.get("CI"):
             pytest.fail("real-node tests need root, and CI runs as root")
         pytest.skip("real nodes need root (network and mount namespaces)")
+
+
+def wait_phase(cluster: Cluster, name: str, *phases: str, timeout: float = 180) -> dict[str, Any]:
+    """Pod ``name`` once its phase is one of ``phases``."""
+
+    def reached() -> dict[str, Any] | None:
+        pod = cluster.pod(name)
+        return pod if pod and pod["status"].get("phase") in phases else None
+
+    return wait_for(f"pod {name} in {phases}", reached, timeout=timeout)
+
+
+def npu_check_facts(log: str) -> dict[str, list[str]]:
+    """npu-check's lines, by kind: env, device, record, ok/error."""
+    facts: dict[str, list[str]] = {}
+    for line in log.splitlines():
+        kind, _, value = line.partition(" ")
+        facts.setdefault(kind, []).append(value)
+    return facts
+
+
+@pytest.fixture(scope="session")
+def real() -> Iterator[Cluster]:
+    """A running dev cluster of two real NPU nodes with four NPUs each."""
+    require_root()
     state_dir = Path(tempfile.mkdtemp(prefix="kubenpu-real-"))
     dev = up(state_dir, ClusterSpec(npu_nodes=2, npus_per_node=NPUS_PER_NODE))
     try:

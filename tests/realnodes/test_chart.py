@@ -49,6 +49,7 @@ from kubenpu.devcluster import binaries, controlplane, processes
 from kubenpu.devcluster import images as dev_images
 from kubenpu.devcluster.cluster import WORKLOADS, ClusterSpec, DevCluster, up
 from kubenpu.devcluster.registry import SERVER
+from realnodes.conftest import require_root
 
 pytestmark = pytest.mark.realnodes
 
@@ -224,10 +225,7 @@ def chart() -> Iterator[Chart]:
 
     Module scope: the cluster is down before the other real-node files start theirs, so
     two clusters of real kubelets never share the two cores."""
-    if os.geteuid() != 0:
-        if os.environ.get("CI"):
-            pytest.fail("real-node tests need root, and CI runs as root")
-        pytest.skip("real nodes need root (network and mount namespaces)")
+    require_root()
     pushed = {NPU_CHECK} | {f"{SERVER}/{r}:{t}" for r, t in WORKLOADS.values()}
     assert SEED_IMAGE in pushed, (
         f"examples/test-npu-pod.yaml pulls {SEED_IMAGE}, which the dev cluster's registry "

@@ -26,6 +26,7 @@ from kubenpu import names
 from kubenpu.devcluster import binaries, processes
 from kubenpu.devcluster.cluster import DevCluster
 from kubenpu.devcluster.images import images_dir
+from realnodes.conftest import require_root
 
 pytestmark = pytest.mark.realnodes
 
@@ -35,10 +36,7 @@ KUBENPU = str(Path(sys.executable).parent / "kubenpu")
 @pytest.fixture
 def cache() -> Iterator[Path]:
     """A private kubenpu cache holding (links to) the built binaries and images."""
-    if os.geteuid() != 0:
-        if os.environ.get("CI"):
-            pytest.fail("real-node tests need root, and CI runs as root")
-        pytest.skip("real nodes need root (network and mount namespaces)")
+    require_root()
     root = Path(tempfile.mkdtemp(prefix="kubenpu-cli-"))
     for built in (
         binaries.ensure_built().parent,

@@ -19,7 +19,6 @@ two NPUs each.
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,21 +33,19 @@ from kubenpu import names
 from kubenpu.devcluster import extender as dev_extender
 from kubenpu.devcluster.cluster import ClusterSpec, up
 from kubenpu.dra import deviceclass
+from realnodes.conftest import npu_check_facts, require_root, wait_phase
 
 pytestmark = pytest.mark.realnodes
 
 IMAGE = "npu-registry.example.com/demo/npu-check:0.1.0"
-DRIVER = "npu.aliyun.com"
+DRIVER = names.DRA_DRIVER
 DP_NODE, DRA_NODE = "npu-node-1", "npu-node-2"
 
 
 @pytest.fixture(scope="module")
 def dra() -> Iterator[Cluster]:
     """A cluster with one device-plugin node and one DRA node, two NPUs each."""
-    if os.geteuid() != 0:
-        if os.environ.get("CI"):
-            pytest.fail("real-node tests need root, and CI runs as root")
-        pytest.skip("real nodes need root (network and mount namespaces)")
+    require_root()
     state_dir = Path(tempfile.mkdtemp(prefix="kubenpu-dra-"))
     dev = up(state_dir, ClusterSpec(npu_nodes=2, npus_per_node=2, dra_nodes=1))
     try:
@@ -92,22 +89,6 @@ def _pod(name: str, *, limits: dict[str, str] | None = None, **spec: Any) -> dic
     }
 
 
-def _phase(cluster: Cluster, name: str, *phases: str, timeout: float = 90) -> dict[str, Any]:
-    def reached() -> dict[str, Any] | None:
-        pod = cluster.pod(name)
-        return pod if pod and pod["status"].get("phase") in phases else None
-
-    return wait_for(f"pod {name} in {phases}", reached, timeout=timeout)
-
-
-def _facts(log: str) -> dict[str, list[str]]:
-    facts: dict[str, list[str]] = {}
-    for line in log.splitlines():
-        kind, _, value = line.partition(" ")
-        facts.setdefault(kind, []).append(value)
-    return facts
-
-
 def test_driver_publishes_its_slice_and_the_device_class(dra: Cluster) -> None:
     custom = _custom(dra)
     listing = custom.list_cluster_custom_object("resource.k8s.io", "v1", "resourceslices")
@@ -138,7 +119,7 @@ def test_claim_template_pod_gets_its_npu_through_cdi(dra: Cluster) -> None:
         resourceClaims=[{"name": "npu", "resourceClaimTemplateName": "one-npu"}],
     )
     dra.api.create_namespaced_pod("default", pod)
-    running = _phase(dra, "claimed", "Running")
+    running = wait_phase(dra, "claimed", "Running", timeout=90)
     assert running["spec"]["nodeName"] == DRA_NODE
     (status,) = running["status"]["resourceClaimStatuses"]
     claim = _custom(dra).get_namespaced_custom_object(
@@ -163,11 +144,11 @@ def test_claim_template_pod_gets_its_npu_through_cdi(dra: Cluster) -> None:
         lambda: "restored 1 prepared claim" in log_path.read_text(),
         timeout=30,
     )
-    done = _phase(dra, "claimed", "Succeeded", "Failed", timeout=90)
+    done = wait_phase(dra, "claimed", "Succeeded", "Failed", timeout=90)
     log = dra.kubectl("logs", "claimed")
     print(log)
     assert done["status"]["phase"] == "Succeeded", log
-    facts = _facts(log)
+    facts = npu_check_facts(log)
     assert f"NPU_VISIBLE_DEVICES={index}" in facts["env"]
     assert f"MOCK_NPU_VISIBLE_DEVICES={index}" in facts["env"]
     assert facts["device"] == [f"/dev/mock-npu{index} 241:{index}"]
@@ -191,7 +172,7 @@ def test_plain_npu_pod_through_extended_resource_name(dra: Cluster) -> None:
             "default", _pod("seed-dra", limits=limits, args=sleep, **on_dra)
         )
         dra.api.create_namespaced_pod("default", _pod("seed-dp", limits=limits, **on_dp))
-        running = _phase(dra, "seed-dra", "Running", timeout=120)
+        running = wait_phase(dra, "seed-dra", "Running", timeout=120)
         # DRA serves it through a claim kube-scheduler made for the extended resource.
         claim_status = running["status"]["extendedResourceClaimStatus"]
         assert claim_status["requestMappings"][0]["resourceName"] == names.RESOURCE_NPU
@@ -206,24 +187,27 @@ def test_plain_npu_pod_through_extended_resource_name(dra: Cluster) -> None:
         assert (result["driver"], result["pool"]) == (DRIVER, DRA_NODE)
         dra_index = result["device"].rsplit("-", 1)[1]
         for name, node in (("seed-dra", DRA_NODE), ("seed-dp", DP_NODE)):
-            done = _phase(dra, name, "Succeeded", "Failed", timeout=120)
+            done = wait_phase(dra, name, "Succeeded", "Failed", timeout=120)
             log = dra.kubectl("logs", name)
             print(f"{name} on {done['spec']['nodeName']}:\n{log}")
             assert done["status"]["phase"] == "Succeeded", log
             assert done["spec"]["nodeName"] == node
-            facts = _facts(log)
+            facts = npu_check_facts(log)
             assert len(facts["device"]) == 1 and facts["ok"], log
         dra_pod, dp_pod = dra.pod("seed-dra"), dra.pod("seed-dp")
         assert dra_pod and dp_pod
         # The container saw the claim's device; the extender bound it without a record.
-        dra_env = _facts(dra.kubectl("logs", "seed-dra"))["env"]
+        dra_env = npu_check_facts(dra.kubectl("logs", "seed-dra"))["env"]
         assert f"NPU_VISIBLE_DEVICES={dra_index}" in dra_env
         assert names.ANNOTATION_DEVICES not in (dra_pod["metadata"].get("annotations") or {})
         # The device plugin served the second as before, on the device the extender chose.
         assert "extendedResourceClaimStatus" not in dp_pod["status"]
         recorded = dp_pod["metadata"]["annotations"][names.ANNOTATION_DEVICES]
         dp_index = recorded.rsplit("-", 1)[1]
-        assert f"NPU_VISIBLE_DEVICES={dp_index}" in _facts(dra.kubectl("logs", "seed-dp"))["env"]
+        assert (
+            f"NPU_VISIBLE_DEVICES={dp_index}"
+            in npu_check_facts(dra.kubectl("logs", "seed-dp"))["env"]
+        )
         log = Path(dra.dev.processes[dev_extender.PROCESS].log).read_text()
         assert f"bound default/seed-dra to {DRA_NODE}: devices from its claim (DRA)" in log
     finally:

@@ -25,28 +25,11 @@ from e2e.support import MANIFESTS, Cluster, wait_for
 
 from kubenpu import names
 from kubenpu.devcluster import binaries
-from realnodes.conftest import NPU_NODES, NPUS_PER_NODE
+from realnodes.conftest import NPU_NODES, NPUS_PER_NODE, npu_check_facts, wait_phase
 
 pytestmark = pytest.mark.realnodes
 
 IMAGE = "npu-registry.example.com/demo/npu-check:0.1.0"
-
-
-def _phase(real: Cluster, name: str, *phases: str, timeout: float = 180) -> dict[str, Any]:
-    def reached() -> dict[str, Any] | None:
-        pod = real.pod(name)
-        return pod if pod and pod["status"].get("phase") in phases else None
-
-    return wait_for(f"pod {name} in {phases}", reached, timeout=timeout)
-
-
-def _facts(log: str) -> dict[str, list[str]]:
-    """npu-check's lines, by kind: env, device, record, ok/error."""
-    facts: dict[str, list[str]] = {}
-    for line in log.splitlines():
-        kind, _, value = line.partition(" ")
-        facts.setdefault(kind, []).append(value)
-    return facts
 
 
 def _pod(
@@ -116,7 +99,7 @@ def test_seed_pod_completes_with_its_device(clean: Cluster, regsecret: str, resn
     started = time.monotonic()
     out = real.kubectl("apply", "-f", str(MANIFESTS / "test-npu-pod.yaml"))
     assert out.strip() == "pod/test-npu-pod created"
-    pod = _phase(real, "test-npu-pod", "Succeeded", "Failed", timeout=SEED_POD_SECONDS)
+    pod = wait_phase(real, "test-npu-pod", "Succeeded", "Failed", timeout=SEED_POD_SECONDS)
     took = time.monotonic() - started
     log = real.kubectl("logs", "test-npu-pod")
     assert pod["status"]["phase"] == "Succeeded", log
@@ -134,7 +117,7 @@ def test_seed_pod_completes_with_its_device(clean: Cluster, regsecret: str, resn
     node = pod["spec"]["nodeName"]
     assert real.dev.kubelet_devices(node)[pod["metadata"]["uid"]] == [recorded]
     index = recorded.rsplit("-", 1)[1]
-    facts = _facts(log)
+    facts = npu_check_facts(log)
     assert f"NPU_VISIBLE_DEVICES={index}" in facts["env"], log
     assert [d.split()[0] for d in facts["device"]] == [f"/dev/mock-npu{index}"], log
     assert facts["record"] == [recorded], log
@@ -145,7 +128,7 @@ def test_shared_pods_run_side_by_side_on_one_device(clean: Cluster, regsecret: s
     real = clean
     real.kubectl("apply", "-f", str(MANIFESTS / "shared-npu-pods.yaml"))
     pods = [
-        _phase(real, name, "Running", "Succeeded", "Failed")
+        wait_phase(real, name, "Running", "Succeeded", "Failed")
         for name in ("shared-npu-30", "shared-npu-60")
     ]
     # Both containers run at the same time (each sleeps after printing).
@@ -165,7 +148,7 @@ def test_shared_pods_run_side_by_side_on_one_device(clean: Cluster, regsecret: s
     index = device.rsplit("-", 1)[1]
     for name in ("shared-npu-30", "shared-npu-60"):
         log = wait_for(f"{name} printed", lambda n=name: real.kubectl("logs", n).strip())
-        facts = _facts(log)
+        facts = npu_check_facts(log)
         assert [d.split()[0] for d in facts["device"]] == [f"/dev/mock-npu{index}"], log
         assert facts["ok"], log
 
@@ -210,7 +193,7 @@ def test_exec_into_an_npu_pod(clean: Cluster, regsecret: str) -> None:
     real.api.create_namespaced_pod(
         "default", _pod("exec-me", {names.RESOURCE_NPU: "2"}, args=("--sleep", "120"))
     )
-    _phase(real, "exec-me", "Running")
+    wait_phase(real, "exec-me", "Running")
     out = real.kubectl("exec", "exec-me", "--", "ls", "/dev")
     devices = sorted(line for line in out.split() if line.startswith("mock-npu"))
     assert len(devices) == 2, out
@@ -226,7 +209,7 @@ def test_kubelet_restart_keeps_running_pods_and_admits_new(clean: Cluster, regse
         "default",
         _pod("long-runner", {names.RESOURCE_NPU: "1"}, args=("--sleep", "300")),
     )
-    pod = _phase(real, "long-runner", "Running")
+    pod = wait_phase(real, "long-runner", "Running")
     node, uid = pod["spec"]["nodeName"], pod["metadata"]["uid"]
     before = real.dev.kubelet_devices(node)[uid]
     real.dev.stop_process(f"kubelet/{node}")
@@ -244,7 +227,7 @@ def test_kubelet_restart_keeps_running_pods_and_admits_new(clean: Cluster, regse
     new = _pod("after-restart", {names.RESOURCE_NPU: "1"})
     new["spec"]["nodeSelector"] = {"kubernetes.io/hostname": node}
     real.api.create_namespaced_pod("default", new)
-    done = _phase(real, "after-restart", "Succeeded", "Failed")
+    done = wait_phase(real, "after-restart", "Succeeded", "Failed")
     assert done["status"]["phase"] == "Succeeded", real.kubectl("logs", "after-restart")
     assert _device_of(real, "after-restart") not in before
 
@@ -269,8 +252,8 @@ def test_device_plugin_restart_and_unhealthy_device(clean: Cluster, regsecret: s
     pod = _pod("three", {names.RESOURCE_NPU: str(NPUS_PER_NODE - 1)})
     pod["spec"]["nodeSelector"] = {"kubernetes.io/hostname": node}
     real.api.create_namespaced_pod("default", pod)
-    done = _phase(real, "three", "Succeeded", "Failed")
+    done = wait_phase(real, "three", "Succeeded", "Failed")
     log = real.kubectl("logs", "three")
     assert done["status"]["phase"] == "Succeeded", log
-    seen = [d.split()[0] for d in _facts(log)["device"]]
+    seen = [d.split()[0] for d in npu_check_facts(log)["device"]]
     assert "/dev/mock-npu3" not in seen and len(seen) == NPUS_PER_NODE - 1, log
