@@ -27,6 +27,7 @@ from kubernetes import config as k8s_config
 from kubenpu.adapters.kube_objects import node_object
 from kubenpu.devcluster import extender as dev_extender
 from kubenpu.devcluster.cluster import ClusterSpec, DevCluster, up
+from kubenpu.extender.config import extender_entry
 from kubenpu.model import Node
 
 NAMESPACE = "bench"
@@ -65,10 +66,11 @@ def cluster_for_api_nodes(
                 profile["plugins"] = {"score": {"disabled": [{"name": "*"}]}}
                 config["profiles"] = [profile]
             if all_pods:
-                # No managed resources: kube-scheduler asks the extender about every pod,
-                # those without NPUs too (the simulator places them with the policy).
-                for extender in config["extenders"]:
-                    extender.pop("managedResources", None)
+                # kube-scheduler asks the extender about every pod, those without NPUs
+                # too (the simulator places them with the policy).
+                config["extenders"] = [
+                    extender_entry(e["urlPrefix"], all_pods=True) for e in config["extenders"]
+                ]
             path.write_text(yaml.safe_dump(config, sort_keys=False))
             restart(cluster, "kube-scheduler")
     except BaseException:
