@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import tempfile
 import threading
-import time
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -163,10 +162,6 @@ def device_of(pods: dict[str, dict[str, Any]], name: str) -> tuple[str, str]:
 def preempt_and_run(cluster: Cluster, pod: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Create the preemptor; wait until it runs; the live pods then."""
     before = set(records(cluster))
-    # Victims can only be pods that kube-scheduler's and the extender's watches have seen
-    # bound (each names only pods it has on the node); right after the last bind one of
-    # them may not have yet, and a node would then be answered without its best victims.
-    time.sleep(2.0)
     cluster.api.create_namespaced_pod(NAMESPACE, pod)
     name = pod["metadata"]["name"]
     cluster.wait_running(name, timeout=90)

@@ -465,3 +465,21 @@ def test_each_decision_is_logged_with_its_victims_and_why(
         "preempt default/high (priority 1000) on n1: evict default/d (priority 50): "
         "frees 50 percent on npu-1 (kube-scheduler's count chose 2)"
     )
+
+
+def test_a_pod_the_extender_binds_is_a_candidate_before_any_watch_reports_it() -> None:
+    # preempt names only pods it knows bound on the node; one bound a moment ago, whose
+    # watch event has not come yet, must be among them, as it is in kube-scheduler's cache.
+    api = FakeApi([node("n1")])
+    index = PodIndex()
+    ext = Extender(ClusterCache(), api, on_bound=index.upsert)
+    ext.cache.replace_nodes(api.list("nodes")[0])
+    share = pod("s", core=50)
+    share["spec"]["priority"] = 7
+    p = api.add_pod(share)
+    ext.bind(
+        {"PodName": "s", "PodNamespace": "default", "PodUID": p["metadata"]["uid"], "Node": "n1"}
+    )
+    facts = index.get("default/s")
+    assert facts is not None
+    assert (facts.node, facts.uid, facts.priority) == ("n1", p["metadata"]["uid"], 7)

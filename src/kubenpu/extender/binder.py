@@ -80,12 +80,17 @@ class Binder:
         api: KubeApi | None,
         metrics: ExtenderMetrics,
         clock: Callable[[], str] = now,
+        on_bound: Callable[[Mapping[str, Any]], None] | None = None,
     ) -> None:
         self.cache = cache
         self.lock = lock
         self.api = api
         self.metrics = metrics
         self._clock = clock
+        #: Told each pod as bound (under ``lock``), before any watch reports it: what
+        #: preempt knows of a node's pods must include the ones bound a moment ago, as
+        #: kube-scheduler's own cache (which assumes them) does.
+        self._on_bound = on_bound
         #: One lock per node: binds there are serialised, binds elsewhere are not.
         self._serial: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         self._serial_guard = threading.Lock()
@@ -125,7 +130,7 @@ class Binder:
         with self.lock:
             dra = self.cache.served_by_dra(node)
         if dra:
-            self._bind_dra(api, ns, name, uid, node, meta)
+            self._bind_dra(api, ns, name, uid, node, pod)
             return
         try:
             key, req = pod_key(pod), request_from_pod(pod)
@@ -155,12 +160,14 @@ class Binder:
                     if pod_key(other) != key:
                         self.cache.upsert_pod(other)
             raise
+        self._bound(pod, node)
         log.info("bound %s to %s: devices %s", key, node, ",".join(placement.device_ids) or "-")
 
     def _bind_dra(
-        self, api: KubeApi, ns: str, name: str, uid: str, node: str, meta: Mapping[str, Any]
+        self, api: KubeApi, ns: str, name: str, uid: str, node: str, pod: Mapping[str, Any]
     ) -> None:
         """Bind to a DRA-served node: its claim holds the devices, kubenpu records none."""
+        meta = pod.get("metadata") or {}
         annotations, labels = meta.get("annotations") or {}, meta.get("labels") or {}
         if ANNOTATION_NODE in annotations or LABEL_PLACED_NODE in labels:
             # From an earlier bind elsewhere: left, it would hold that node's devices in
@@ -171,7 +178,13 @@ class Binder:
             with self.lock:
                 self.cache.upsert_pod(patched)  # its old devices are free at once
         _call("binding", lambda: api.bind_pod(ns, name, uid, node))
+        self._bound(pod, node)
         log.info("bound %s/%s to %s: devices from its claim (DRA)", ns, name, node)
+
+    def _bound(self, pod: Mapping[str, Any], node: str) -> None:
+        if self._on_bound is not None:
+            with self.lock:
+                self._on_bound({**pod, "spec": {**(pod.get("spec") or {}), "nodeName": node}})
 
     def _reserve(
         self,

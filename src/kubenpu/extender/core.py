@@ -11,8 +11,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from itertools import compress, repeat
+from typing import Any
 
 import numpy as np
 
@@ -57,11 +58,12 @@ class Extender:
         metrics: ExtenderMetrics | None = None,
         *,
         clock: Callable[[], str] = now,
+        on_bound: Callable[[Mapping[str, Any]], None] | None = None,
     ) -> None:
         self.cache = cache
         self.metrics = metrics or ExtenderMetrics()
         self.lock = threading.RLock()
-        self.binder = Binder(cache, self.lock, api, self.metrics, clock)
+        self.binder = Binder(cache, self.lock, api, self.metrics, clock, on_bound)
         #: (state, names, their rows): the last few lists, most recent first.
         self._recent: list[tuple[ClusterState, list[str], np.ndarray]] = []
 

@@ -33,9 +33,10 @@ class ExtenderService:
     ) -> None:
         self.metrics = ExtenderMetrics()
         self.cache = ClusterCache(policy, seed=seed, task_mix=task_mix)
-        self.extender = Extender(self.cache, api, self.metrics)
-        #: What preempt needs of the pods beyond the cache, fed by the same informer.
+        #: What preempt needs of the pods beyond the cache, fed by the same informer and
+        #: by the extender's own binds.
         self.pods = PodIndex()
+        self.extender = Extender(self.cache, api, self.metrics, on_bound=self.pods.upsert)
         self.preempter = Preempter(
             self.extender, self.pods, lambda: api.list_pod_disruption_budgets()
         )
