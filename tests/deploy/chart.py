@@ -41,6 +41,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "image": {"registry": "registry.example.com/team", "tag": "0.1.0-rc1"},
         "imagePullSecrets": [{"name": "regsecret"}],
     },
+    "dra-driver": {"draDriver": {"enabled": True}},
 }
 
 

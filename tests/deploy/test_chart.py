@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 from typing import Any
 
 import pytest
@@ -531,3 +532,141 @@ def test_pod_disruption_budgets_select_their_pods() -> None:
         webhook_pdb["spec"]["minAvailable"]
         < one(objects, "Deployment", "webhook")["spec"]["replicas"]
     )
+
+
+# ---- DRA driver (draDriver mode) ------------------------------------------------------
+
+
+def test_dra_driver_mode_is_off_by_default() -> None:
+    objects = render()
+    assert find(objects, "DaemonSet", "dra-driver") == []
+    assert find(objects, "DeviceClass") == []
+    # The device plugin keeps its plain rule: nothing about DRA nodes.
+    ds = one(objects, "DaemonSet", "device-plugin")
+    affinity = ds["spec"]["template"]["spec"]["affinity"]
+    assert names.LABEL_NPU_DRIVER not in json.dumps(affinity)
+
+
+def test_dra_driver_mode_runs_the_driver_on_dra_nodes_and_the_plugin_elsewhere() -> None:
+    from kubenpu.dra import api as dra_api
+    from kubenpu.dra.deviceclass import device_class
+
+    objects = render(VARIANTS["dra-driver"])
+    ds = one(objects, "DaemonSet", "dra-driver")
+    pod = ds["spec"]["template"]["spec"]
+    terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
+    dra_rule = {"key": names.LABEL_NPU_DRIVER, "operator": "In", "values": [names.NPU_DRIVER_DRA]}
+    assert terms == [{"matchExpressions": [dra_rule]}]
+    plugin = one(objects, "DaemonSet", "device-plugin")["spec"]["template"]["spec"]
+    plugin_terms = plugin["affinity"]["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ]["nodeSelectorTerms"]
+    assert plugin_terms == [
+        {
+            "matchExpressions": [
+                {"key": names.LABEL_NPU_MODEL, "operator": "Exists"},
+                {
+                    "key": names.LABEL_NPU_DRIVER,
+                    "operator": "NotIn",
+                    "values": [names.NPU_DRIVER_DRA],
+                },
+            ]
+        }
+    ]
+    assert {"key": names.TAINT_NPU, "operator": "Exists", "effect": "NoSchedule"} in pod[
+        "tolerations"
+    ]
+    c = container(ds)
+    assert c["command"] == ["python3", "-m", "kubenpu.cli.dra_driver"]
+    assert c["args"][:4] == [
+        f"--driver={names.DRA_DRIVER}",
+        "--backend=auto",
+        "--kubelet-dir=/var/lib/kubelet",
+        "--cdi-dir=/var/run/cdi",
+    ]
+    assert {
+        "name": names.ENV_NODE_NAME,
+        "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}},
+    } in c["env"]
+    # The kubelet's plugin dirs and the CDI dir, at the paths the kubelet and runtime use.
+    volumes = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    kubelet = dra_api.DEFAULT_KUBELET_DIR
+    for name, path in (
+        ("plugins", f"{kubelet}/{dra_api.PLUGINS}"),
+        ("plugins-registry", f"{kubelet}/{dra_api.PLUGINS_REGISTRY}"),
+        ("cdi", "/var/run/cdi"),
+    ):
+        assert volumes[name] == mounts[name] == path
+    assert c["securityContext"]["privileged"] is True  # auto: it opens the device nodes
+    assert pod["automountServiceAccountToken"] is True
+    # The DeviceClass is the driver's own (kubenpu.dra.deviceclass), extendedResourceName too.
+    (klass,) = find(objects, "DeviceClass")
+    want = device_class(names.DRA_DRIVER)
+    assert klass["metadata"]["name"] == want["metadata"]["name"]
+    assert klass["spec"] == want["spec"]
+    assert klass["spec"]["extendedResourceName"] == names.RESOURCE_NPU
+
+
+def test_dra_driver_args_are_the_daemons_own_flags() -> None:
+    import subprocess
+    import sys
+
+    values = {
+        "draDriver": {
+            "enabled": True,
+            "driverName": "npu.example.com",
+            "backend": "mock",
+            "kubeletDir": "/data/kubelet/",
+            "cdiDir": "/etc/cdi",
+            "mock": {"devices": 2, "devDir": "/var/lib/kubelet/mock-dev", "healthDir": ""},
+            "deviceClass": {"name": "npu", "extendedResourceName": ""},
+        }
+    }
+    objects = render(values)
+    ds = one(objects, "DaemonSet", "dra-driver")
+    c = container(ds)
+    assert c["args"] == [
+        "--driver=npu.example.com",
+        "--backend=mock",
+        "--kubelet-dir=/data/kubelet",
+        "--cdi-dir=/etc/cdi",
+        "--log-level=info",
+        "--mock-devices=2",
+        "--mock-dev-dir=/var/lib/kubelet/mock-dev",
+    ]
+    helptext = subprocess.run(
+        [sys.executable, "-m", "kubenpu.cli.dra_driver", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+    ).stdout
+    for arg in c["args"]:
+        assert arg.split("=", 1)[0] in helptext, arg
+    # mock: no /dev, not privileged, MKNOD only for its device nodes.
+    sc = c["securityContext"]
+    assert sc["privileged"] is False and sc["capabilities"] == {"drop": ["ALL"], "add": ["MKNOD"]}
+    pod = ds["spec"]["template"]["spec"]
+    assert "dev" not in {v["name"] for v in pod["volumes"]}
+    volumes = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
+    assert volumes["plugins"] == "/data/kubelet/plugins"
+    assert volumes["mock-dev"] == "/var/lib/kubelet/mock-dev"
+    (klass,) = find(objects, "DeviceClass")
+    assert klass["metadata"]["name"] == "npu"
+    assert "extendedResourceName" not in klass["spec"]
+    assert (
+        'device.driver == "npu.example.com"' in klass["spec"]["selectors"][0]["cel"]["expression"]
+    )
+    no_class = render({"draDriver": {"enabled": True, "deviceClass": {"create": False}}})
+    assert find(no_class, "DeviceClass") == []
+    extender = container(one(objects, "Deployment", "extender"))
+    assert "--dra-driver=npu.example.com" in extender["args"]
+    assert not any(
+        a.startswith("--dra-driver")
+        for a in container(one(render(), "Deployment", "extender"))["args"]
+    )
+    with pytest.raises(HelmError, match="driverName"):
+        render_text({"draDriver": {"enabled": True, "driverName": "Not_A_DNS_Name"}})

@@ -34,6 +34,26 @@ EXPECTED_RULES: dict[str, dict[tuple[str, str], set[str]]] = {
         ("", "pods"): {"get", "list", "watch", "patch"},
         ("", "pods/binding"): {"create"},
         ("policy", "poddisruptionbudgets"): {"list"},
+        # bind on a DRA node reads the pod's claims (kubenpu.io/devices from their
+        # allocation: kubenpu.extender.binder); prioritize rates DRA nodes from their
+        # slices and the claims' allocations (kubenpu.extender.cache).
+        ("resource.k8s.io", "resourceclaims"): {"get", "list", "watch"},
+        ("resource.k8s.io", "resourceslices"): {"list", "watch"},
+    },
+    # draDriver mode: the node's one ResourceSlice kept as it should be (list by node,
+    # create, update, delete stale ones: kubenpu.dra.kubeapi.SlicePublisher), the claims it
+    # prepares (get_claim) and its Node, the slice's owner (node_owner).
+    "dra-driver": {
+        ("resource.k8s.io", "resourceslices"): {
+            "get",
+            "list",
+            "watch",
+            "create",
+            "update",
+            "delete",
+        },
+        ("resource.k8s.io", "resourceclaims"): {"get"},
+        ("", "nodes"): {"get"},
     },
     # the largest NPU node and the namespace's registry annotations
     # (kubenpu.webhook.lookups: list_node, read_namespace).
@@ -46,6 +66,9 @@ SCHEDULER_CLUSTER_ROLES = {"system:kube-scheduler", "system:volume-scheduler"}
 SCHEDULER_KUBE_SYSTEM_ROLES = {"extension-apiserver-authentication-reader"}
 FORBIDDEN_VERBS = {"*", "escalate", "bind", "impersonate", "delete", "deletecollection"}
 SENSITIVE = {"secrets", "serviceaccounts/token", "certificatesigningrequests", "*"}
+#: The one delete granted: the DRA driver removes stale ResourceSlices of its own node
+#: (kubenpu.dra.slices.stale_slices), as the kubelet-side DRA helpers of every driver do.
+ALLOWED_DELETES = {("dra-driver", "resourceslices")}
 
 
 def flatten(rules: list[dict[str, Any]]) -> dict[tuple[str, str], set[str]]:
@@ -67,7 +90,11 @@ def test_no_wildcards_no_secrets_no_escalation(variant: str) -> None:
             where = f"{role['kind']} {role['metadata']['name']}: {rule}"
             assert "*" not in rule.get("apiGroups", []), where
             assert not SENSITIVE & set(rule.get("resources", [])), where
-            assert not FORBIDDEN_VERBS & set(rule["verbs"]), where
+            forbidden = FORBIDDEN_VERBS
+            component = role["metadata"]["labels"]["app.kubernetes.io/component"]
+            if {(component, r) for r in rule.get("resources", [])} <= ALLOWED_DELETES:
+                forbidden = FORBIDDEN_VERBS - {"delete"}
+            assert not forbidden & set(rule["verbs"]), where
             assert "nonResourceURLs" not in rule, where
 
 

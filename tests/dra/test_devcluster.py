@@ -52,9 +52,7 @@ def test_device_class_maps_the_seeds_resource() -> None:
     assert klass["metadata"]["name"] == "npu.aliyun.com"
     assert klass["spec"]["extendedResourceName"] == "aliyun.com/npu"
     (selector,) = klass["spec"]["selectors"]
-    assert selector["cel"]["expression"] == (
-        'device.driver == "npu.aliyun.com" && device.attributes["npu.aliyun.com"].healthy == true'
-    )
+    assert selector["cel"]["expression"] == 'device.driver == "npu.aliyun.com"'
     assert (
         "extendedResourceName"
         not in deviceclass.device_class("x.io", extended_resource=None)["spec"]

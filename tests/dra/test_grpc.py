@@ -166,15 +166,20 @@ def test_registration_prepare_unprepare_and_health(
         assert second.devices[0].health == api.health.UNHEALTHY
         assert "unhealthy-npu-0" in second.devices[0].message
         stream.cancel()
-        _wait(
-            "the slice to mark npu-0 unhealthy",
-            lambda: (
-                kube.slices["npu-node-1-npu.aliyun.com"]["spec"]["devices"][0]["attributes"][
-                    "healthy"
-                ]
-                == {"bool": False}
-            ),
-        )
+
+        # The slice taints the failed device (NoSchedule, since when), and only it.
+        def npu(i: int) -> dict[str, Any]:
+            return kube.slices["npu-node-1-npu.aliyun.com"]["spec"]["devices"][i]
+
+        _wait("the slice to taint npu-0", lambda: "taints" in npu(0))
+        (taint,) = npu(0)["taints"]
+        assert (taint["key"], taint["effect"]) == ("npu.aliyun.com/unhealthy", "NoSchedule")
+        assert taint["timeAdded"].endswith("Z") and "taints" not in npu(1)
+        version = kube.version
+        time.sleep(0.5)  # resyncs keep the taint as it was: no rewrite, the same timeAdded
+        assert kube.version == version and npu(0)["taints"] == [taint]
+        (tmp_path / "health" / "unhealthy-npu-0").unlink()
+        _wait("the taint to go when npu-0 recovers", lambda: "taints" not in npu(0))
 
         response = v1.NodeUnprepareResources(
             api.v1.NodeUnprepareResourcesRequest(
@@ -196,3 +201,57 @@ def test_shutdown_removes_sockets(driver: tuple[DraDriver, FakeKube, DraDriverCo
     daemon.shutdown()
     _wait("sockets removed", lambda: not config.registration_socket.exists())
     _wait("sockets removed", lambda: not config.dra_socket.exists())
+
+
+def test_bad_claims_get_their_error_and_the_others_are_prepared(
+    driver: tuple[DraDriver, FakeKube, DraDriverConfig], short_tmp: Path
+) -> None:
+    _, kube, config = driver
+    shared = claim(["npu-0"], uid="uid-s", name="share")
+    (result,) = shared["status"]["allocation"]["devices"]["results"]
+    result["shareID"] = "1a2b3c4d-0000-4000-8000-000000000001"
+    result["consumedCapacity"] = {"compute": "30", "memory": "4Gi"}
+    kube.claims[("default", "share")] = shared
+    kube.claims[("default", "gone")] = claim(["npu-7"], uid="uid-g", name="gone")
+    bad = {"apiVersion": "npu.aliyun.com/v1", "kind": "NpuConfig", "colour": "red"}
+    kube.claims[("default", "bad")] = claim(
+        ["npu-1"],
+        uid="uid-b",
+        name="bad",
+        config=[{"source": "FromClaim", "opaque": {"driver": DRIVER, "parameters": bad}}],
+    )
+    v2 = {"apiVersion": "npu.aliyun.com/v2", "kind": "NpuConfig"}
+    kube.claims[("default", "v2")] = claim(
+        ["npu-1"],
+        uid="uid-v",
+        name="v2",
+        config=[{"source": "FromClass", "opaque": {"driver": DRIVER, "parameters": v2}}],
+    )
+    names = ("share", "gone", "bad", "v2")
+    uids = {"share": "uid-s", "gone": "uid-g", "bad": "uid-b", "v2": "uid-v"}
+    with grpc.insecure_channel(f"unix://{config.dra_socket}") as channel:
+        v1 = api.v1_rpc.DRAPluginStub(channel)
+        response = v1.NodePrepareResources(
+            api.v1.NodePrepareResourcesRequest(
+                claims=[api.v1.Claim(namespace="default", name=n, uid=uids[n]) for n in names]
+            ),
+            timeout=5,
+        )
+    assert set(response.claims) == set(uids.values())
+    ok = response.claims["uid-s"]
+    assert ok.error == ""
+    (device,) = ok.devices
+    assert device.share_id == "1a2b3c4d-0000-4000-8000-000000000001"
+    assert list(device.cdi_device_ids) == [
+        "k8s.npu.aliyun.com/claim=uid-s-npu-0-1a2b3c4d-0000-4000-8000-000000000001"
+    ]
+    assert "device npu-7 is not on node npu-node-1" in response.claims["uid-g"].error
+    assert "parameters.colour: unknown field" in response.claims["uid-b"].error
+    assert "parameters.apiVersion: 'npu.aliyun.com/v2' is an unknown version" in (
+        response.claims["uid-v"].error
+    )
+    # Nothing of the refused claims on the node: no CDI spec, no checkpoint entry.
+    cdi_files = sorted(p.name for p in Path(config.cdi_dir).iterdir())
+    assert cdi_files == ["npu.aliyun.com-uid-s.json"]
+    text = config.checkpoint_file.read_text()
+    assert "uid-s" in text and not any(u in text for u in ("uid-g", "uid-b", "uid-v"))

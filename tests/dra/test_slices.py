@@ -10,7 +10,8 @@ from .conftest import DRIVER, NODE, mock_devices
 
 def test_every_npu_is_a_device_with_attributes_and_capacity() -> None:
     _, devices = mock_devices(4)
-    obj = slices.resource_slice(DRIVER, NODE, devices, {"npu-3": "marker"})
+    since = "2026-12-01T10:00:00Z"
+    obj = slices.resource_slice(DRIVER, NODE, devices, {"npu-3": since})
     assert obj["apiVersion"] == "resource.k8s.io/v1"
     assert obj["kind"] == "ResourceSlice"
     assert obj["metadata"]["name"] == "npu-node-1-npu.aliyun.com"
@@ -25,20 +26,47 @@ def test_every_npu_is_a_device_with_attributes_and_capacity() -> None:
         "index": {"int": 0},
         "group": {"int": 0},
         "numaNode": {"int": 0},
-        "healthy": {"bool": True},
     }
     assert last["attributes"]["group"] == {"int": 1}
-    assert last["attributes"]["healthy"] == {"bool": False}
-    assert first["capacity"] == {"compute": {"value": "100"}, "memory": {"value": "16Gi"}}
+    # Consumable capacity: compute 1..100 (a request asking none takes all 100: the whole
+    # device), memory in whole GiB (a request asking none takes none).
+    assert first["allowMultipleAllocations"] is True
+    assert first["capacity"] == {
+        "compute": {
+            "value": "100",
+            "requestPolicy": {
+                "default": "100",
+                "validRange": {"min": "1", "max": "100", "step": "1"},
+            },
+        },
+        "memory": {
+            "value": "16Gi",
+            "requestPolicy": {
+                "default": "0",
+                "validRange": {"min": "0", "max": "16Gi", "step": "1Gi"},
+            },
+        },
+    }
+    # The unhealthy device carries the taint, since it failed; the others none.
+    assert "taints" not in first
+    assert last["taints"] == [
+        {"key": "npu.aliyun.com/unhealthy", "effect": "NoSchedule", "timeAdded": since}
+    ]
 
 
 def test_unknown_numa_and_odd_memory() -> None:
     device = NpuDevice("npu-0", 0, model="", memory_mib=1536, numa_node=None)
-    entry = slices.device_entry(device, healthy=True)
+    entry = slices.device_entry(device)
     assert "numaNode" not in entry["attributes"]
     assert entry["attributes"]["model"] == {"string": "unknown"}
-    assert entry["capacity"]["memory"] == {"value": "1536Mi"}
-    assert "memory" not in slices.device_entry(NpuDevice("npu-1", 1), healthy=True)["capacity"]
+    # 1.5 GiB: asked in whole GiB up to the 1 GiB that fits (the max is a whole step).
+    assert entry["capacity"]["memory"] == {
+        "value": "1536Mi",
+        "requestPolicy": {"default": "0", "validRange": {"min": "0", "max": "1Gi", "step": "1Gi"}},
+    }
+    small = slices.device_entry(NpuDevice("npu-2", 2, memory_mib=512))
+    assert small["capacity"]["memory"]["requestPolicy"]["validRange"] == {"min": "0"}
+    assert "memory" not in slices.device_entry(NpuDevice("npu-1", 1))["capacity"]
 
 
 def test_owner_reference_to_the_node() -> None:
@@ -54,7 +82,7 @@ def test_same_devices_ignores_what_the_api_adds() -> None:
     existing = {**desired, "metadata": {"name": "x", "resourceVersion": "7"}}
     existing["spec"] = {**desired["spec"], "pool": {**desired["spec"]["pool"], "generation": 3}}
     assert slices.same_devices(existing, desired)
-    sick = slices.resource_slice(DRIVER, NODE, devices, {"npu-1": "gone"})
+    sick = slices.resource_slice(DRIVER, NODE, devices, {"npu-1": "2026-12-01T10:00:00Z"})
     assert not slices.same_devices(existing, sick)
 
 

@@ -1,5 +1,6 @@
 """An in-memory API server for the extender's tests: pods with resourceVersions, merge
-patches with the resourceVersion precondition, label selection, bindings."""
+patches with the resourceVersion precondition, label selection, bindings, and the
+ResourceClaims bind reads on DRA nodes."""
 
 from __future__ import annotations
 
@@ -103,6 +104,10 @@ class FakeApi:
         self.version = 0
         self.nodes = {n["metadata"]["name"]: copy.deepcopy(n) for n in nodes or []}
         self.pods: dict[tuple[str, str], dict] = {}
+        #: ResourceClaims by (namespace, name), read by bind on DRA nodes.
+        self.claims: dict[tuple[str, str], dict] = {}
+        #: ResourceSlices, listed by the extender's informer.
+        self.slices: list[dict] = []
         self.calls: list[str] = []
         self.fail: dict[str, ApiError] = {}
         #: Called between the patch and the list of a bind (to interleave two binders).
@@ -176,12 +181,76 @@ class FakeApi:
             current["spec"]["nodeName"] = node
             self._bump(current)
 
+    def get_resource_claim(self, namespace: str, name: str) -> dict:
+        with self.lock:
+            self._maybe_fail("claim")
+            found = self.claims.get((namespace, name))
+            if found is None:
+                raise ApiError(f'resourceclaims.resource.k8s.io "{name}" not found', 404)
+            return copy.deepcopy(found)
+
     # -- informers -------------------------------------------------------------------
 
     def list(self, kind: str) -> tuple[list[dict], str]:
         with self.lock:
-            items = self.nodes.values() if kind == "nodes" else self.pods.values()
+            items = {
+                "nodes": self.nodes.values(),
+                "pods": self.pods.values(),
+                "resourceslices": self.slices,
+                "resourceclaims": self.claims.values(),
+            }[kind]
             return [copy.deepcopy(o) for o in items], str(self.version)
 
     def watch(self, kind: str, version: str) -> Iterator[dict]:
         return iter(())
+
+
+def resource_claim(
+    namespace: str,
+    name: str,
+    devices: list[str],
+    *,
+    pool: str = "",
+    driver: str = "npu.aliyun.com",
+    pod_name: str = "",
+    allocated: bool = True,
+) -> dict:
+    """A ResourceClaim (resource.k8s.io/v1) as kube-scheduler leaves it: ``devices`` of
+    ``driver`` from ``pool`` allocated to request ``npu``, reserved for ``pod_name``."""
+    status: dict[str, Any] = {}
+    if allocated:
+        status["allocation"] = {
+            "devices": {
+                "results": [
+                    {"request": "npu", "driver": driver, "pool": pool, "device": d} for d in devices
+                ]
+            }
+        }
+    if pod_name:
+        status["reservedFor"] = [{"resource": "pods", "name": pod_name, "uid": f"uid-{pod_name}"}]
+    return {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaim",
+        "metadata": {"name": name, "namespace": namespace, "uid": f"uid-{name}"},
+        "spec": {"devices": {"requests": [{"name": "npu"}]}},
+        "status": status,
+    }
+
+
+def with_extended_claim(api: FakeApi, obj: dict, node: str, devices: list[str], **kw: Any) -> dict:
+    """What kube-scheduler's DRA plugin does in PreBind for a plain ``aliyun.com/npu`` pod
+    on a DRA node: it creates the special claim, allocated, and names it in the pod's
+    ``status.extendedResourceClaimStatus``. Returns the pod as the API then has it."""
+    meta = obj["metadata"]
+    claim = f"{meta['name']}-extended-resources-x7k2p"
+    api.claims[(meta["namespace"], claim)] = resource_claim(
+        meta["namespace"], claim, devices, pool=node, pod_name=meta["name"], **kw
+    )
+    obj = copy.deepcopy(obj)
+    obj["status"]["extendedResourceClaimStatus"] = {
+        "requestMappings": [
+            {"containerName": "main", "resourceName": RESOURCE_NPU, "requestName": "container-0"}
+        ],
+        "resourceClaimName": claim,
+    }
+    return api.add_pod(obj)

@@ -3,7 +3,8 @@
 kube-scheduler's DynamicResources plugin allocates a DRA node's NPUs (a plain
 ``aliyun.com/npu`` pod through the DeviceClass's ``extendedResourceName``), so the
 extender passes such nodes unjudged, scores them neutrally and binds them without a
-record; device-plugin nodes are decided exactly as before (docs/dra.md).
+record, telling the pod the devices its claims were allocated (``kubenpu.io/devices``);
+device-plugin nodes are decided exactly as before (docs/dra.md).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from extender.fakeapi import FakeApi, node, pod
+from extender.fakeapi import FakeApi, node, pod, resource_claim, with_extended_claim
 from extender.test_core import args, bind, extender, sync
 from kubenpu.extender.core import DRA_SCORE
 from kubenpu.names import (
@@ -97,14 +98,15 @@ def test_prioritize_scores_dra_nodes_neutrally_below_the_engines_pick() -> None:
 def test_bind_on_a_dra_node_creates_the_binding_without_a_record() -> None:
     api = mixed()
     ext = extender(api)
-    p = api.add_pod(pod("seed", npus=1))
+    p = with_extended_claim(api, pod("seed", npus=1), "dra", ["npu-2"])
     assert bind(ext, p, "dra") == ""
     got = api.get_pod("default", "seed")
     assert got["spec"]["nodeName"] == "dra"
-    assert ANNOTATION_NODE not in got["metadata"]["annotations"]
-    assert ANNOTATION_DEVICES not in got["metadata"]["annotations"]
+    # The claim's device, for the downward API; no record (no node, shares, label).
+    assert got["metadata"]["annotations"] == {ANNOTATION_DEVICES: "npu-2"}
     assert LABEL_PLACED_NODE not in got["metadata"]["labels"]
-    assert api.calls == ["get", "bind", "get"]  # no patch, no list; the last get is ours
+    # The pod, its claim, the annotation, the Binding; no list. The last get is ours.
+    assert api.calls == ["get", "claim", "patch", "bind", "get"]
     assert 'result="ok",verb="bind"} 1.0' in ext.metrics.render().decode()
     # The cache takes the bound pod in: its CPU and memory, no devices and no conflict.
     sync(ext, api)
@@ -128,16 +130,16 @@ def test_bind_on_a_dra_node_withdraws_a_stale_record_from_elsewhere() -> None:
     }
     p = pod("seed", npus=1, annotations=recorded)
     p["metadata"]["labels"] = {LABEL_PLACED_NODE: "dp"}
-    p = api.add_pod(p)
+    p = with_extended_claim(api, p, "dra", ["npu-1"])
     ext = extender(api)
     blocked = ext.filter(args(pod("pair", npus=2), ["dp"]), ["dp"])
     assert blocked["FailedNodes"] == {"dp": "Insufficient aliyun.com/npu"}
     assert bind(ext, p, "dra") == ""
     got = api.get_pod("default", "seed")
     assert got["spec"]["nodeName"] == "dra"
-    assert ANNOTATION_NODE not in got["metadata"]["annotations"]
+    assert got["metadata"]["annotations"] == {ANNOTATION_DEVICES: "npu-1"}
     assert LABEL_PLACED_NODE not in got["metadata"]["labels"]
-    assert api.calls == ["get", "patch", "bind", "get"]
+    assert api.calls == ["get", "claim", "patch", "bind", "get"]  # one patch does both
     # dp's device is free again at once (before the watch says so).
     assert ext.filter(args(pod("pair", npus=2), ["dp"]), ["dp"])["NodeNames"] == ["dp"]
 
@@ -147,7 +149,7 @@ def test_bind_on_a_dra_node_fails_cleanly() -> None:
 
     api = mixed()
     ext = extender(api)
-    p = api.add_pod(pod("seed", npus=1))
+    p = with_extended_claim(api, pod("seed", npus=1), "dra", ["npu-0"])
     api.fail["bind"] = ApiError("apiserver down", 503)
     assert "apiserver down" in bind(ext, p, "dra")
     assert not api.get_pod("default", "seed")["spec"].get("nodeName")
@@ -157,16 +159,25 @@ def test_bind_on_a_dra_node_fails_cleanly() -> None:
 def test_mixed_binds_keep_records_on_device_plugin_nodes_only() -> None:
     api = mixed()
     ext = extender(api)
-    pods = [api.add_pod(pod(f"p{i}", npus=1)) for i in range(4)]
     targets = ["dp", "dra", "dp", "dra"]
+    pods = [
+        with_extended_claim(api, pod(f"p{i}", npus=1), t, [f"npu-{i}"])
+        if t == "dra"
+        else api.add_pod(pod(f"p{i}", npus=1))
+        for i, t in enumerate(targets)
+    ]
     assert [bind(ext, p, t) for p, t in zip(pods, targets, strict=True)] == [""] * 4
     sync(ext, api)
     records = {
         p["metadata"]["name"]: p["metadata"]["annotations"].get(ANNOTATION_DEVICES)
         for p in api.pods.values()
+        if ANNOTATION_NODE in p["metadata"]["annotations"]
     }
-    assert sorted(d for d in records.values() if d) == ["npu-0", "npu-1"]
-    assert records["p1"] is None and records["p3"] is None
+    assert sorted(records) == ["p0", "p2"]
+    assert sorted(records.values()) == ["npu-0", "npu-1"]
+    # The DRA pods carry their claims' devices, outside the record.
+    assert api.get_pod("default", "p1")["metadata"]["annotations"] == {ANNOTATION_DEVICES: "npu-1"}
+    assert api.get_pod("default", "p3")["metadata"]["annotations"] == {ANNOTATION_DEVICES: "npu-3"}
     # dp is full now; the DRA node still passes (its claims are kube-scheduler's business).
     names = ["dp", "dra"]
     result = ext.filter(args(pod("more", npus=1), names), names)
@@ -212,6 +223,102 @@ def test_a_dra_node_that_also_advertises_npus_is_still_left_to_dra() -> None:
     ext = extender(api)
     result = ext.filter(args(pod("big", npus=8), ["both"]), ["both"])
     assert result["NodeNames"] == ["both"]
-    p = api.add_pod(pod("one", npus=1))
+    p = with_extended_claim(api, pod("one", npus=1), "both", ["npu-0"])
     assert bind(ext, p, "both") == ""
     assert ANNOTATION_NODE not in api.get_pod("default", "one")["metadata"]["annotations"]
+
+
+# -- the devices of the pod's claims, before the Binding ----------------------------------
+
+
+def test_bind_writes_every_claims_devices_of_this_driver_only() -> None:
+    # A user's claim (from a template, named in the status) and a direct one, beside the
+    # extended-resource claim; another driver's device is that driver's business.
+    api = mixed()
+    api.claims[("default", "tpl-abc")] = resource_claim(
+        "default", "tpl-abc", ["npu-3", "npu-1"], pool="dra"
+    )
+    other = resource_claim("default", "direct", ["npu-0"], pool="dra")
+    other["status"]["allocation"]["devices"]["results"].append(
+        {"request": "gpu", "driver": "gpu.example.com", "pool": "dra", "device": "gpu-0"}
+    )
+    api.claims[("default", "direct")] = other
+    p = pod("multi", npus=1)
+    p["spec"]["resourceClaims"] = [
+        {"name": "more", "resourceClaimTemplateName": "tpl"},
+        {"name": "mine", "resourceClaimName": "direct"},
+    ]
+    p["status"]["resourceClaimStatuses"] = [{"name": "more", "resourceClaimName": "tpl-abc"}]
+    p = with_extended_claim(api, p, "dra", ["npu-2"])
+    ext = extender(api)
+    assert bind(ext, p, "dra") == ""
+    got = api.get_pod("default", "multi")
+    assert got["metadata"]["annotations"][ANNOTATION_DEVICES] == "npu-2,npu-3,npu-1,npu-0"
+    assert api.calls.count("claim") == 3
+
+
+def test_a_pod_without_npus_or_claims_is_bound_plainly() -> None:
+    api = mixed()
+    ext = extender(api)
+    p = api.add_pod(pod("cpu-only"))
+    assert bind(ext, p, "dra") == ""
+    assert api.calls == ["get", "bind"]  # no claim to read, nothing to tell the pod
+    assert api.get_pod("default", "cpu-only")["metadata"]["annotations"] == {}
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        # kube-scheduler made no claim: the DeviceClass or the feature is missing.
+        ("no-status", "made it no claim (status.extendedResourceClaimStatus is missing"),
+        ("claim-gone", "ResourceClaim default/seed-extended-resources-x7k2p not found"),
+        ("not-allocated", "is not allocated (status.allocation is missing)"),
+        ("template-pending", "no ResourceClaim made yet for its claim 'more'"),
+    ],
+)
+def test_a_pod_whose_claims_give_no_devices_is_not_bound(setup: str, message: str) -> None:
+    api = mixed()
+    ext = extender(api)
+    if setup == "no-status":
+        p = api.add_pod(pod("seed", npus=1))
+    else:
+        p = pod("seed", npus=1)
+        if setup == "template-pending":
+            p["spec"]["resourceClaims"] = [{"name": "more", "resourceClaimTemplateName": "t"}]
+        p = with_extended_claim(api, p, "dra", ["npu-0"], allocated=setup != "not-allocated")
+        if setup == "claim-gone":
+            api.claims.clear()
+    why = bind(ext, p, "dra")
+    assert message in why
+    assert why.startswith("pod default/seed")
+    got = api.get_pod("default", "seed")
+    assert not got["spec"].get("nodeName")
+    assert ANNOTATION_DEVICES not in got["metadata"]["annotations"]
+    assert "bind" not in api.calls and "patch" not in api.calls
+    assert 'failures_total{reason="no_claim",verb="bind"} 1.0' in ext.metrics.render().decode()
+
+
+def test_a_claim_read_that_fails_fails_the_bind_and_a_retry_binds() -> None:
+    from kubenpu.errors import ApiError
+
+    api = mixed()
+    ext = extender(api)
+    p = with_extended_claim(api, pod("seed", npus=1), "dra", ["npu-0"])
+    api.fail["claim"] = ApiError("forbidden: resourceclaims", 403)
+    assert "get claim: forbidden" in bind(ext, p, "dra")
+    assert not api.get_pod("default", "seed")["spec"].get("nodeName")
+    assert bind(ext, p, "dra") == ""
+    assert api.get_pod("default", "seed")["metadata"]["annotations"][ANNOTATION_DEVICES] == "npu-0"
+
+
+def test_a_retry_after_the_annotation_was_written_does_not_patch_again() -> None:
+    from kubenpu.errors import ApiError
+
+    api = mixed()
+    ext = extender(api)
+    p = with_extended_claim(api, pod("seed", npus=1), "dra", ["npu-0"])
+    api.fail["bind"] = ApiError("apiserver down", 503)
+    assert "apiserver down" in bind(ext, p, "dra")
+    api.calls.clear()
+    assert bind(ext, api.get_pod("default", "seed"), "dra") == ""
+    assert api.calls == ["get", "get", "claim", "bind"]  # no second patch

@@ -149,7 +149,10 @@ def test_pod_entry_prefers_the_binding_over_a_stale_record() -> None:
 def test_service_is_ready_once_synced() -> None:
     api = FakeApi([node("n1")], [pod("p", npus=1, node_name="n1")])
     service = ExtenderService(api, policy="bestfit")
-    assert service.ready() == (False, "not synced with the API server: nodes, pods")
+    assert service.ready() == (
+        False,
+        "not synced with the API server: nodes, pods, resourceslices, resourceclaims",
+    )
     service.start()
     assert service.wait_synced(5)
     assert service.ready() == (True, "")

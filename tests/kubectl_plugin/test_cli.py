@@ -23,7 +23,12 @@ class FakeCluster:
     """Stands in for cli.Cluster: canned nodes and pods, records what is created."""
 
     nodes_: ClassVar[list[dict[str, Any]]] = NODES
+    pods_: ClassVar[list[dict[str, Any]]] = PODS
+    slices_: ClassVar[list[dict[str, Any]]] = []
+    claims_: ClassVar[list[dict[str, Any]]] = []
     created: ClassVar[list[tuple[str, str, dict[str, Any]]]] = []
+    #: The DRA lists asked for (resource, namespace).
+    listed: ClassVar[list[tuple[str, str | None]]] = []
 
     def __init__(self, kubeconfig: str | None, context: str | None) -> None:
         self.default_namespace = "default"
@@ -32,7 +37,15 @@ class FakeCluster:
         return self.nodes_
 
     def pods(self, namespace: str | None) -> list[dict[str, Any]]:
-        return [p for p in PODS if namespace in (None, p["metadata"]["namespace"])]
+        return [p for p in self.pods_ if namespace in (None, p["metadata"]["namespace"])]
+
+    def resource_slices(self) -> list[dict[str, Any]]:
+        self.listed.append(("resourceslices", None))
+        return self.slices_
+
+    def resource_claims(self, namespace: str | None) -> list[dict[str, Any]]:
+        self.listed.append(("resourceclaims", namespace))
+        return [c for c in self.claims_ if namespace in (None, c["metadata"]["namespace"])]
 
     def create(self, kind: str, namespace: str, body: dict[str, Any]) -> None:
         self.created.append((kind, namespace, body))
@@ -42,7 +55,11 @@ class FakeCluster:
 def fake(monkeypatch: pytest.MonkeyPatch) -> type[FakeCluster]:
     monkeypatch.setattr(cli, "Cluster", FakeCluster)
     FakeCluster.nodes_ = NODES
+    FakeCluster.pods_ = PODS
+    FakeCluster.slices_ = []
+    FakeCluster.claims_ = []
     FakeCluster.created = []
+    FakeCluster.listed = []
     return FakeCluster
 
 
@@ -57,6 +74,30 @@ def test_nodes_json_and_yaml(fake: type[FakeCluster]) -> None:
     ]
     out = runner.invoke(cli.app, ["nodes", "-o", "yaml"])
     assert yaml.safe_load(out.stdout)["items"][1]["shared_core_percent"] == 80
+
+
+def test_nodes_and_pods_show_dra_devices(fake: type[FakeCluster]) -> None:
+    from kubectl_plugin.test_views import CLAIMS, DRA_NODES, DRA_PODS, SLICES
+
+    fake.nodes_, fake.pods_, fake.slices_, fake.claims_ = DRA_NODES, DRA_PODS, SLICES, CLAIMS
+    out = runner.invoke(cli.app, ["nodes", "-o", "json"])
+    assert out.exit_code == 0, out.output
+    dra = json.loads(out.stdout)["items"][0]
+    assert (dra["name"], dra["driver"], dra["total"], dra["free"]) == ("dra-node-1", "dra", 4, 0)
+    assert dra["allocated_devices"] == ["npu-0", "npu-1", "npu-2"]
+    out = runner.invoke(cli.app, ["pods"])
+    assert out.exit_code == 0, out.output
+    assert "seed   dra-node-1   Running     1      npu-2" in out.stdout
+    assert fake.listed == [
+        ("resourceclaims", None),
+        ("resourceslices", None),
+        ("resourceclaims", "default"),
+    ]
+    # Without DRA nodes or claim pods nothing DRA is listed.
+    fake.nodes_, fake.pods_, fake.listed = NODES, PODS, []
+    assert runner.invoke(cli.app, ["nodes"]).exit_code == 0
+    assert runner.invoke(cli.app, ["pods", "-A"]).exit_code == 0
+    assert fake.listed == []
 
 
 def test_no_npu_nodes_is_a_friendly_error(fake: type[FakeCluster]) -> None:

@@ -90,6 +90,9 @@ def test_node_rows() -> None:
         "shared_devices": 1,
         "shared_core_percent": 80,
         "pods": ["default/infer", "default/small-a", "default/small-b"],
+        "driver": "device-plugin",
+        "devices": [],  # no inventory annotation on these nodes
+        "allocated_devices": ["npu-0", "npu-1"],
         "free": 2,
     }
 
@@ -120,3 +123,188 @@ def test_pod_rows_one_namespace_and_a_malformed_pod() -> None:
 
 def test_no_npu_nodes() -> None:
     assert views.npu_nodes([node("cpu-node-1", 0, model="")], []) == []
+
+
+# ---- DRA-served nodes and pods ----------------------------------------------------------
+
+DRIVER = names.DRA_DRIVER
+
+
+def dra_node(name: str) -> dict:
+    """A node the DRA driver serves: labelled so, no aliyun.com/npu of its own."""
+    obj = node(name, 0)
+    obj["metadata"]["labels"][names.LABEL_NPU_DRIVER] = names.NPU_DRIVER_DRA
+    return obj
+
+
+def resource_slice(node_name: str, devices: int, *, sick: tuple[int, ...] = ()) -> dict:
+    return {
+        "metadata": {"name": f"{node_name}-{DRIVER}"},
+        "spec": {
+            "driver": DRIVER,
+            "nodeName": node_name,
+            "pool": {"name": node_name, "generation": 1, "resourceSliceCount": 1},
+            "devices": [
+                {"name": f"npu-{i}", "attributes": {"healthy": {"bool": i not in sick}}}
+                for i in range(devices)
+            ],
+        },
+    }
+
+
+def claim(name: str, node_name: str, devices: list[str], *, pod_name: str = "", **share) -> dict:
+    results = [
+        {"request": "npu", "driver": DRIVER, "pool": node_name, "device": d, **share}
+        for d in devices
+    ]
+    status: dict[str, Any] = {"allocation": {"devices": {"results": results}}}
+    if pod_name:
+        status["reservedFor"] = [{"resource": "pods", "name": pod_name, "uid": "u"}]
+    return {"metadata": {"name": name, "namespace": "default"}, "status": status}
+
+
+def extended(p: dict, claim_name: str) -> dict:
+    """The pod as kube-scheduler leaves it: its extended-resource claim named."""
+    p["status"]["extendedResourceClaimStatus"] = {
+        "requestMappings": [
+            {"containerName": "c", "resourceName": names.RESOURCE_NPU, "requestName": "r"}
+        ],
+        "resourceClaimName": claim_name,
+    }
+    return p
+
+
+DRA_NODES = [dra_node("dra-node-1"), node("npu-node-1", 2)]
+SLICES = [
+    resource_slice("dra-node-1", 4, sick=(3,)),
+    # Another driver's slice on the same node is not ours to count.
+    {"spec": {"driver": "gpu.example.com", "nodeName": "dra-node-1", "devices": [{"name": "g"}]}},
+]
+CLAIMS = [
+    claim("seed-extended-resources-abc", "dra-node-1", ["npu-2"], pod_name="seed"),
+    claim("pair-npus-xyz", "dra-node-1", ["npu-0", "npu-1"], pod_name="pair"),
+]
+DRA_PODS = [
+    extended(pod("seed", "dra-node-1", npu=1), "seed-extended-resources-abc"),
+    # A pod with a user's claim from a template: the claim named in its status.
+    {
+        **pod("pair", "dra-node-1"),
+        "spec": {
+            "nodeName": "dra-node-1",
+            "containers": [{"name": "c", "resources": {"claims": [{"name": "npus"}]}}],
+            "resourceClaims": [{"name": "npus", "resourceClaimTemplateName": "two-npus"}],
+        },
+        "status": {
+            "phase": "Running",
+            "resourceClaimStatuses": [{"name": "npus", "resourceClaimName": "pair-npus-xyz"}],
+        },
+    },
+    # Its claim went with it; the extender's kubenpu.io/devices still says which it had.
+    extended(
+        pod(
+            "old",
+            "dra-node-1",
+            npu=1,
+            phase="Succeeded",
+            annotations={names.ANNOTATION_DEVICES: "npu-1"},
+        ),
+        "old-extended-resources-gone",
+    ),
+    # A pod with claims of another driver only is no NPU pod.
+    {
+        **pod("gpu", "dra-node-1"),
+        "spec": {
+            "containers": [{"name": "c"}],
+            "resourceClaims": [{"name": "g", "resourceClaimName": "gpu"}],
+        },
+    },
+]
+
+
+def test_dra_pods_show_their_claims_devices() -> None:
+    gpu = {
+        "metadata": {"name": "gpu", "namespace": "default"},
+        "status": {
+            "allocation": {
+                "devices": {
+                    "results": [
+                        {"request": "g", "driver": "gpu.example.com", "pool": "p", "device": "g"}
+                    ]
+                }
+            }
+        },
+    }
+    rows = views.npu_pods(DRA_PODS, [*CLAIMS, gpu])
+    assert views.render(views.pod_table(rows, all_namespaces=False)) == (
+        "NAME   NODE         PHASE       NPUS   DEVICES       SHARES\n"
+        "old    dra-node-1   Succeeded   1      npu-1         <none>\n"
+        "pair   dra-node-1   Running     2      npu-0,npu-1   <none>\n"
+        "seed   dra-node-1   Running     1      npu-2         <none>\n"
+    )
+    by_name = {r.name: r for r in rows}
+    assert by_name["seed"].claims == ("seed-extended-resources-abc",)
+    assert by_name["pair"].as_dict()["claims"] == ["pair-npus-xyz"]
+    assert by_name["old"].claims == ()  # from the annotation: the claim is gone
+    # Without the claims listed, the extender's annotation still tells the device.
+    assert views.npu_pods(DRA_PODS[:1])[0].devices == ()  # neither claim nor annotation
+
+
+def test_a_whole_device_is_whole_with_a_share_id_too() -> None:
+    # The driver's devices allow several allocations, so the allocator gives every result
+    # a shareID; one that consumes the whole device's compute is a whole NPU.
+    whole = claim("w", "dra-node-1", ["npu-2"], shareID="s0", consumedCapacity={"compute": "100"})
+    (row,) = views.npu_nodes([dra_node("dra-node-1")], [], SLICES, [whole])
+    assert (row.allocated, row.shared_devices, row.allocated_devices) == (1, 0, ["npu-2"])
+
+
+def test_dra_nodes_from_their_slices_and_the_claims() -> None:
+    pods = views.npu_pods([*PODS[:1], *DRA_PODS], CLAIMS)
+    rows = views.npu_nodes(DRA_NODES, pods, SLICES, CLAIMS)
+    # dra-node-1: 4 devices in its slice, npu-3 unhealthy; npu-2 (seed) and npu-0, npu-1
+    # (pair) allocated by claims: free = 4 - 1 - 3 = 0. npu-node-1: the device plugin's.
+    assert views.render(views.node_table(rows)) == (
+        "NODE         MODEL          TOTAL   ALLOCATED   SHARED   SHARED-CORE   UNHEALTHY   FREE\n"
+        "dra-node-1   hanguang-800   4       3           0        0%            1           0\n"
+        "npu-node-1   hanguang-800   2       2           0        0%            0           0\n"
+    )
+    dra = rows[0].as_dict()
+    assert dra["driver"] == "dra"
+    assert dra["devices"] == ["npu-0", "npu-1", "npu-2", "npu-3"]
+    assert dra["allocated_devices"] == ["npu-0", "npu-1", "npu-2"]
+    assert dra["pods"] == ["default/pair", "default/seed"]  # old is done
+    assert rows[1].driver == "device-plugin"
+
+
+def test_a_dra_node_without_its_slice_and_shared_devices() -> None:
+    # The driver is not running yet: the node shows, with no devices.
+    (row,) = views.npu_nodes([dra_node("dra-node-2")], [], [], [])
+    assert (row.total, row.allocated, row.free, row.devices) == (0, 0, 0, [])
+    # Two shares of one device (consumable capacity: a shareID per allocation).
+    shares = [
+        claim("a", "dra-node-2", ["npu-0"], shareID="s1", consumedCapacity={"compute": "30"}),
+        claim("b", "dra-node-2", ["npu-0"], shareID="s2", consumedCapacity={"compute": "60"}),
+    ]
+    (row,) = views.npu_nodes(
+        [dra_node("dra-node-2")], [], [resource_slice("dra-node-2", 2)], shares
+    )
+    assert (row.total, row.allocated, row.shared_devices, row.shared_core_percent, row.free) == (
+        2,
+        0,
+        1,
+        90,
+        1,
+    )
+    assert row.allocated_devices == ["npu-0"]
+    p = extended(pod("s", "dra-node-2", npu=1), "a")
+    (one,) = views.npu_pods([p], shares)
+    assert (one.npus, one.devices, one.shares) == (0, (), (("npu-0", 30),))
+
+
+def test_a_dra_pod_whose_claim_is_malformed_says_so() -> None:
+    bad = {
+        "metadata": {"name": "seed-x", "namespace": "default"},
+        "status": {"allocation": {"devices": "nope"}},
+    }
+    p = extended(pod("seed", "dra-node-1", npu=1), "seed-x")
+    (row,) = views.npu_pods([p], [bad])
+    assert "status.allocation.devices is not an object" in row.problem

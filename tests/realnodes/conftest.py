@@ -16,12 +16,17 @@ from typing import Any
 
 import pytest
 from e2e.support import Cluster, wait_for
+from kubernetes import client as k8s
 
 from kubenpu.devcluster import images, workload_images
 from kubenpu.devcluster.cluster import ClusterSpec, up
 
 NPUS_PER_NODE = 4
 NPU_NODES = ("npu-node-1", "npu-node-2")
+#: The npu-check image the real-node tests run (npu-check prints env, devices, record).
+NPU_CHECK_IMAGE = "npu-registry.example.com/demo/npu-check:0.1.0"
+#: The :func:`dra` cluster's nodes: the device plugin's, and the DRA driver's.
+DRA_DP_NODE, DRA_NODE = "npu-node-1", "npu-node-2"
 
 
 def require_root() -> None:
@@ -63,26 +68,24 @@ def real() -> Iterator[Cluster]:
         dev.down()
 
 
-@pytest.fixture(scope="session")
-def resnet50(real: Cluster) -> str:
-    """The seed's training image (examples/resnet50) in the private registry, as
+def push_resnet50(cluster: Cluster) -> str:
+    """The seed's training image (examples/resnet50) in ``cluster``'s private registry, as
     examples/test-npu-pod.yaml names it. Built here when the cache lacks it; pushed again
     (a no-op for the blobs) in case ``up`` did not push it with the other examples."""
     (image,) = images.build(["resnet50"])
-    real.dev.push_image(
+    cluster.dev.push_image(
         image.path, workload_images.REGISTRY_REPOSITORY, workload_images.REGISTRY_TAG
     )
     return workload_images.registry_reference()
 
 
-@pytest.fixture
-def regsecret(real: Cluster) -> Iterator[str]:
+def create_regsecret(cluster: Cluster) -> str:
     """The seed's ``kubectl create secret docker-registry regsecret``, from the dev
-    cluster's registry credentials; deleted afterwards."""
-    creds = real.dev.registry_credentials()
+    cluster's registry credentials (one there already is replaced); kubectl's answer."""
+    creds = cluster.dev.registry_credentials()
     assert creds is not None
-    real.kubectl("delete", "secret", "regsecret", "--ignore-not-found")
-    out = real.kubectl(
+    cluster.kubectl("delete", "secret", "regsecret", "--ignore-not-found")
+    return cluster.kubectl(
         "create",
         "secret",
         "docker-registry",
@@ -91,7 +94,18 @@ def regsecret(real: Cluster) -> Iterator[str]:
         f"--docker-username={creds['username']}",
         f"--docker-password={creds['password']}",
     )
-    yield out
+
+
+@pytest.fixture(scope="session")
+def resnet50(real: Cluster) -> str:
+    """The seed's training image in the session cluster's registry (:func:`push_resnet50`)."""
+    return push_resnet50(real)
+
+
+@pytest.fixture
+def regsecret(real: Cluster) -> Iterator[str]:
+    """The seed's ``regsecret`` (:func:`create_regsecret`); deleted afterwards."""
+    yield create_regsecret(real)
     real.kubectl("delete", "secret", "regsecret", "--ignore-not-found")
 
 
@@ -117,3 +131,50 @@ def clean(real: Cluster) -> Iterator[Cluster]:
             lambda node=node: real.allocatable_npus(node) == NPUS_PER_NODE,
             timeout=60,
         )
+
+
+@pytest.fixture(scope="module")
+def dra() -> Iterator[Cluster]:
+    """A cluster with one device-plugin node (:data:`DRA_DP_NODE`) and one DRA node
+    (:data:`DRA_NODE`), two NPUs each, with ``regsecret``; one per test module."""
+    require_root()
+    state_dir = Path(tempfile.mkdtemp(prefix="kubenpu-dra-"))
+    dev = up(state_dir, ClusterSpec(npu_nodes=2, npus_per_node=2, dra_nodes=1))
+    try:
+        cluster = Cluster(dev)
+        create_regsecret(cluster)
+        yield cluster
+    finally:
+        dev.down()
+
+
+def custom_objects(cluster: Cluster) -> k8s.CustomObjectsApi:
+    """The cluster's custom-objects API (ResourceSlices, claims, DeviceClasses)."""
+    return k8s.CustomObjectsApi(cluster.api.api_client)
+
+
+def npu_check_pod(
+    name: str, *, limits: dict[str, str] | None = None, **spec: Any
+) -> dict[str, Any]:
+    """A pod running npu-check (``args``), with ``limits`` or ``claims`` (names of its
+    ``resourceClaims``) on its container; the rest of ``spec`` as given."""
+    container: dict[str, Any] = {
+        "name": "main",
+        "image": NPU_CHECK_IMAGE,
+        "args": spec.pop("args", []),
+    }
+    if limits:
+        container["resources"] = {"limits": limits}
+    if "claims" in spec:
+        container["resources"] = {"claims": [{"name": c} for c in spec.pop("claims")]}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "imagePullSecrets": [{"name": "regsecret"}],
+            "containers": [container],
+            **spec,
+        },
+    }

@@ -12,81 +12,31 @@ two NPUs each.
    checkpoint), survives a driver crash, and is unprepared when the pod ends;
 3. the seed's plain ``limits: {aliyun.com/npu: 1}`` pod, with kube-scheduler configured
    as ``up`` wrote it (the extender manages ``aliyun.com/npu``): on the DRA node the
-   extender passes the node and binds it without a record, and kube-scheduler's DRA plugin
-   serves the pod through an extended-resource claim; on the device-plugin node, in the
+   extender passes the node and binds it without a record (it writes only the claim's
+   device as ``kubenpu.io/devices``), and kube-scheduler's DRA plugin serves the pod
+   through an extended-resource claim; on the device-plugin node, in the
    same cluster, the extender records the device and the device plugin serves it.
 """
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 from e2e.support import Cluster, wait_for
-from kubernetes import client as k8s
 
 from kubenpu import names
 from kubenpu.devcluster import extender as dev_extender
-from kubenpu.devcluster.cluster import ClusterSpec, up
 from kubenpu.dra import deviceclass
-from realnodes.conftest import npu_check_facts, require_root, wait_phase
+from realnodes.conftest import DRA_DP_NODE as DP_NODE
+from realnodes.conftest import DRA_NODE, npu_check_facts, wait_phase
+from realnodes.conftest import custom_objects as _custom
+from realnodes.conftest import npu_check_pod as _pod
 
 pytestmark = pytest.mark.realnodes
 
-IMAGE = "npu-registry.example.com/demo/npu-check:0.1.0"
 DRIVER = names.DRA_DRIVER
-DP_NODE, DRA_NODE = "npu-node-1", "npu-node-2"
-
-
-@pytest.fixture(scope="module")
-def dra() -> Iterator[Cluster]:
-    """A cluster with one device-plugin node and one DRA node, two NPUs each."""
-    require_root()
-    state_dir = Path(tempfile.mkdtemp(prefix="kubenpu-dra-"))
-    dev = up(state_dir, ClusterSpec(npu_nodes=2, npus_per_node=2, dra_nodes=1))
-    try:
-        cluster = Cluster(dev)
-        creds = dev.registry_credentials()
-        assert creds is not None
-        cluster.kubectl(
-            "create",
-            "secret",
-            "docker-registry",
-            "regsecret",
-            f"--docker-server={creds['server']}",
-            f"--docker-username={creds['username']}",
-            f"--docker-password={creds['password']}",
-        )
-        yield cluster
-    finally:
-        dev.down()
-
-
-def _custom(cluster: Cluster) -> k8s.CustomObjectsApi:
-    return k8s.CustomObjectsApi(cluster.api.api_client)
-
-
-def _pod(name: str, *, limits: dict[str, str] | None = None, **spec: Any) -> dict[str, Any]:
-    container: dict[str, Any] = {"name": "main", "image": IMAGE, "args": spec.pop("args", [])}
-    if limits:
-        container["resources"] = {"limits": limits}
-    if "claims" in spec:
-        container["resources"] = {"claims": [{"name": c} for c in spec.pop("claims")]}
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name},
-        "spec": {
-            "restartPolicy": "Never",
-            "imagePullSecrets": [{"name": "regsecret"}],
-            "containers": [container],
-            **spec,
-        },
-    }
 
 
 def test_driver_publishes_its_slice_and_the_device_class(dra: Cluster) -> None:
@@ -97,8 +47,9 @@ def test_driver_publishes_its_slice_and_the_device_class(dra: Cluster) -> None:
     devices = ours[0]["spec"]["devices"]
     assert [d["name"] for d in devices] == ["npu-0", "npu-1"]
     assert devices[1]["attributes"]["index"] == {"int": 1}
-    assert devices[1]["attributes"]["healthy"] == {"bool": True}
-    assert devices[1]["capacity"]["memory"] == {"value": "16Gi"}
+    assert devices[1]["allowMultipleAllocations"] is True
+    assert devices[1]["capacity"]["memory"]["value"] == "16Gi"
+    assert not any("taints" in d for d in devices)  # every device healthy
     klass = custom.get_cluster_custom_object("resource.k8s.io", "v1", "deviceclasses", DRIVER)
     assert klass["spec"]["extendedResourceName"] == names.RESOURCE_NPU
     # The DRA node advertises no aliyun.com/npu itself; the device-plugin node does.
@@ -199,7 +150,10 @@ def test_plain_npu_pod_through_extended_resource_name(dra: Cluster) -> None:
         # The container saw the claim's device; the extender bound it without a record.
         dra_env = npu_check_facts(dra.kubectl("logs", "seed-dra"))["env"]
         assert f"NPU_VISIBLE_DEVICES={dra_index}" in dra_env
-        assert names.ANNOTATION_DEVICES not in (dra_pod["metadata"].get("annotations") or {})
+        # No record (no kubenpu.io/node): only the claim's device, for the downward API.
+        dra_annotations = dra_pod["metadata"].get("annotations") or {}
+        assert dra_annotations.get(names.ANNOTATION_DEVICES) == result["device"]
+        assert names.ANNOTATION_NODE not in dra_annotations
         # The device plugin served the second as before, on the device the extender chose.
         assert "extendedResourceClaimStatus" not in dp_pod["status"]
         recorded = dp_pod["metadata"]["annotations"][names.ANNOTATION_DEVICES]
@@ -209,6 +163,7 @@ def test_plain_npu_pod_through_extended_resource_name(dra: Cluster) -> None:
             in npu_check_facts(dra.kubectl("logs", "seed-dp"))["env"]
         )
         log = Path(dra.dev.processes[dev_extender.PROCESS].log).read_text()
-        assert f"bound default/seed-dra to {DRA_NODE}: devices from its claim (DRA)" in log
+        bound = f"bound default/seed-dra to {DRA_NODE}: devices {result['device']} from its claims"
+        assert bound in log
     finally:
         dra.kubectl("delete", "pods", "--all", "--wait=true")

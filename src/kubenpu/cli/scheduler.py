@@ -8,6 +8,7 @@ import threading
 
 import typer
 
+from kubenpu import names
 from kubenpu.errors import ConfigError, KubeNpuError
 
 
@@ -37,6 +38,13 @@ def scheduler(
     ),
     console_address: str = typer.Option(
         "127.0.0.1", "--console-address", help="Address of --console-port (loopback unless told)."
+    ),
+    dra_driver: str = typer.Option(
+        names.DRA_DRIVER,
+        "--dra-driver",
+        help="DRA driver whose ResourceSlices and claims are kubenpu's NPUs on DRA nodes: "
+        "prioritize rates them, bind writes a pod's claimed devices as kubenpu.io/devices "
+        "(kubenpu dra-driver's --driver).",
     ),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning, error."),
 ) -> None:
@@ -70,7 +78,9 @@ def scheduler(
 
             mix = read_pods(Path(task_mix))
             log.info("task mix: %d pods from %s", len(mix), task_mix)
-        service = ExtenderService(api, policy=policy, seed=seed, task_mix=mix)
+        service = ExtenderService(
+            api, policy=policy, seed=seed, task_mix=mix, dra_driver=dra_driver
+        )
         server = ExtenderHTTPServer(
             (address, port),
             service.extender,

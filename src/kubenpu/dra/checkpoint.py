@@ -3,13 +3,17 @@
 Written after every prepare and unprepare, read at start, so a restarted driver answers a
 repeated NodePrepareResources with what it gave before (never a second, different set) and
 still knows what to remove on NodeUnprepareResources. The document carries its own
-checksum: a torn or edited file is refused rather than trusted::
+checksum: a torn or edited file is refused rather than trusted. ``shareId``, ``compute``
+(percent of the device), ``memoryMiB`` and ``env`` (from the claim's opaque config) may be
+absent (a whole device, no config)::
 
     {"version": "kubenpu.io/dra-checkpoint/v1", "driver": "npu.aliyun.com",
      "node": "npu-node-1",
      "claims": {"<uid>": {"namespace": "default", "name": "c",
                           "devices": [{"requests": ["npu"], "pool": "npu-node-1",
-                                       "device": "npu-0", "cdiDeviceIds": ["..."]}]}},
+                                       "device": "npu-0", "cdiDeviceIds": ["..."],
+                                       "shareId": "<uuid>", "compute": 30,
+                                       "memoryMiB": 4096, "env": [["K", "v"]]}]}},
      "checksum": "<sha256 of the canonical JSON of everything above>"}
 """
 
@@ -22,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from kubenpu.errors import KubeNpuError
+from kubenpu.names import CORE_UNITS_PER_DEVICE
 
 VERSION: Final = "kubenpu.io/dra-checkpoint/v1"
 
@@ -32,12 +37,17 @@ class CheckpointError(KubeNpuError):
 
 @dataclass(frozen=True, slots=True)
 class PreparedDevice:
-    """One device given to a claim, as returned to the kubelet."""
+    """One device (or one share of it) given to a claim, as returned to the kubelet, with
+    what it consumes: compute in percent, memory in MiB (0: none asked)."""
 
     requests: tuple[str, ...]
     pool: str
     device: str
     cdi_ids: tuple[str, ...]
+    share_id: str = ""
+    compute: int = CORE_UNITS_PER_DEVICE
+    memory_mib: int = 0
+    env: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,21 +74,31 @@ def encode(driver: str, node: str, claims: Mapping[str, PreparedClaim]) -> str:
             uid: {
                 "namespace": c.namespace,
                 "name": c.name,
-                "devices": [
-                    {
-                        "requests": list(d.requests),
-                        "pool": d.pool,
-                        "device": d.device,
-                        "cdiDeviceIds": list(d.cdi_ids),
-                    }
-                    for d in c.devices
-                ],
+                "devices": [_device(d) for d in c.devices],
             }
             for uid, c in sorted(claims.items())
         },
     }
     body["checksum"] = hashlib.sha256(_canonical(body)).hexdigest()
     return json.dumps(body, indent=2, sort_keys=True) + "\n"
+
+
+def _device(d: PreparedDevice) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "requests": list(d.requests),
+        "pool": d.pool,
+        "device": d.device,
+        "cdiDeviceIds": list(d.cdi_ids),
+    }
+    if d.share_id:
+        entry["shareId"] = d.share_id
+    if d.compute != CORE_UNITS_PER_DEVICE:
+        entry["compute"] = d.compute
+    if d.memory_mib:
+        entry["memoryMiB"] = d.memory_mib
+    if d.env:
+        entry["env"] = [list(kv) for kv in d.env]
+    return entry
 
 
 def decode(
@@ -110,12 +130,19 @@ def decode(
                 entry["name"],
                 tuple(
                     PreparedDevice(
-                        tuple(d["requests"]), d["pool"], d["device"], tuple(d["cdiDeviceIds"])
+                        tuple(d["requests"]),
+                        d["pool"],
+                        d["device"],
+                        tuple(d["cdiDeviceIds"]),
+                        str(d.get("shareId", "")),
+                        int(d.get("compute", CORE_UNITS_PER_DEVICE)),
+                        int(d.get("memoryMiB", 0)),
+                        tuple((str(k), str(v)) for k, v in d.get("env", [])),
                     )
                     for d in entry["devices"]
                 ),
             )
             for uid, entry in body["claims"].items()
         }
-    except (KeyError, TypeError, AttributeError) as err:
+    except (KeyError, TypeError, AttributeError, ValueError) as err:
         raise CheckpointError(f"{source}: malformed claim entry ({err!r})") from None

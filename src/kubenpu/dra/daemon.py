@@ -105,6 +105,8 @@ class DraDriver:
         self.board = server.HealthBoard(config.node_name, [d.id for d in self.devices])
         self._stop = threading.Event()
         self._unhealthy: dict[str, str] | None = None
+        #: Since when (RFC 3339) each unhealthy device is so: its taint's timeAdded.
+        self._since: dict[str, str] = {}
         self.registered = threading.Event()
         log.info(
             "driver %s on node %s, backend %s: %d devices: %s",
@@ -138,6 +140,8 @@ class DraDriver:
                 ", ".join(f"{k} ({v})" for k, v in sorted(unhealthy.items())) or "none",
             )
         self._unhealthy = unhealthy
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self._since = {d: self._since.get(d, now) for d in sorted(unhealthy)}
         self.preparer.set_unhealthy(unhealthy)
         self.board.set_unhealthy(unhealthy)
         return True
@@ -149,7 +153,7 @@ class DraDriver:
         config = self.config
         self.preparer.restore()
         self._check_health()
-        self.publisher.sync(self.devices, self._unhealthy or {})
+        self.publisher.sync(self.devices, self._since)
         preparer = self.preparer
 
         def register_dra(grpc_server: grpc.Server) -> None:
@@ -184,7 +188,7 @@ class DraDriver:
             while not self._stop.wait(config.health_interval):
                 changed = self._check_health()
                 if changed or time.monotonic() >= next_sync:
-                    self.publisher.sync(self.devices, self._unhealthy or {})
+                    self.publisher.sync(self.devices, self._since)
                     next_sync = time.monotonic() + config.resync_interval
         finally:
             self._stop.set()

@@ -86,10 +86,11 @@ class SlicePublisher:
         self._owner: dict[str, str] | None = None
         self._last_error = ""
 
-    def sync(self, devices: Sequence[NpuDevice], unhealthy: Mapping[str, str]) -> bool:
-        """One reconcile; True when the slice is as wanted. Errors are logged, not raised."""
+    def sync(self, devices: Sequence[NpuDevice], unhealthy_since: Mapping[str, str]) -> bool:
+        """One reconcile; True when the slice is as wanted, the devices unhealthy since
+        (id -> RFC 3339) tainted. Errors are logged, not raised."""
         try:
-            self._sync(devices, unhealthy)
+            self._sync(devices, unhealthy_since)
         except Exception as err:
             message = str(getattr(err, "reason", None) or err)
             if message != self._last_error:
@@ -117,7 +118,7 @@ class SlicePublisher:
         if existing is None:
             self.api.create_slice(desired)
             log.info(
-                "ResourceSlice %s created: %d devices, %d unhealthy",
+                "ResourceSlice %s created: %d devices, %d tainted unhealthy",
                 name,
                 len(devices),
                 len(unhealthy),
@@ -126,7 +127,7 @@ class SlicePublisher:
             desired["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
             self.api.replace_slice(name, desired)
             log.info(
-                "ResourceSlice %s updated: %d devices, %d unhealthy",
+                "ResourceSlice %s updated: %d devices, %d tainted unhealthy",
                 name,
                 len(devices),
                 len(unhealthy),

@@ -12,18 +12,26 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from kubenpu.adapters.quantity import mebibytes, parse_quantity
 from kubenpu.deviceplugin.backends.base import Backend
 from kubenpu.deviceplugin.devices import NpuDevice
 from kubenpu.dra import cdi, checkpoint
 from kubenpu.dra.checkpoint import PreparedClaim, PreparedDevice
-from kubenpu.dra.claims import ClaimError, allocated_devices
-from kubenpu.dra.slices import pool_name
+from kubenpu.dra.claims import (
+    AllocatedDevice,
+    ClaimError,
+    allocated_devices,
+    claim_configs,
+    config_env,
+)
+from kubenpu.dra.slices import CAPACITY_COMPUTE, CAPACITY_MEMORY, COMPUTE_PER_DEVICE, pool_name
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +43,15 @@ def write_atomically(path: Path, text: str, mode: int = 0o644) -> None:
     """Write ``path`` so that readers see the old or the new content, never a part."""
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written file behind
+        raise
 
 
 class ClaimPreparer:
@@ -78,13 +90,6 @@ class ClaimPreparer:
         with self._lock:
             self._unhealthy = dict(unhealthy)
 
-    def holder_of(self, device: str) -> PreparedClaim | None:
-        """The prepared claim holding ``device``, if any."""
-        for claim in self.claims.values():
-            if any(d.device == device for d in claim.devices):
-                return claim
-        return None
-
     def restore(self) -> None:
         """Rewrite the specs of checkpointed claims; remove specs no claim owns."""
         self.cdi_dir.mkdir(parents=True, exist_ok=True)
@@ -93,9 +98,7 @@ class ClaimPreparer:
                 if not claim.devices:
                     continue
                 path = self.cdi_dir / cdi.spec_file_name(self.driver, claim.uid)
-                write_atomically(
-                    path, self._spec_text(claim.uid, [d.device for d in claim.devices])
-                )
+                write_atomically(path, self._spec_text(claim.uid, claim.devices))
             for entry in os.listdir(self.cdi_dir):
                 own = cdi.is_own_spec_file(self.driver, entry)
                 if own and cdi.claim_uid_of(self.driver, entry) not in self.claims:
@@ -129,37 +132,47 @@ class ClaimPreparer:
                 f"claim {namespace}/{name}: cannot read it from the API ({reason})"
             ) from None
         allocated = allocated_devices(obj, self.driver, pool_name(self.node), uid=uid)
+        reserved = (*cdi.DRIVER_ENV, self.backend.env_var)
+        configs = claim_configs(obj, self.driver, reserved_env=[e for e in reserved if e])
+        ref = f"{namespace}/{name}"
         with self._lock:
             known = self.claims.get(uid)
             if known is not None:
                 return known
-            order: list[str] = []
-            requests: dict[str, list[str]] = {}
+            # One entry per (device, share): a share of a device keeps its own CDI device.
+            grouped: dict[tuple[str, str], list[AllocatedDevice]] = {}
             for a in allocated:
-                if a.device not in requests:
-                    order.append(a.device)
-                requests.setdefault(a.device, []).append(a.request)
-            for device in order:
-                self._check_free(device, namespace, name)
-            ids = {d: cdi.cdi_device_id(self.driver, uid, d) for d in order}
-            claim = PreparedClaim(
-                uid,
-                namespace,
-                name,
-                tuple(
-                    PreparedDevice(tuple(requests[d]), pool_name(self.node), d, (ids[d],))
-                    for d in order
-                ),
-            )
+                grouped.setdefault((a.device, a.share_id), []).append(a)
+            devices: list[PreparedDevice] = []
+            for (device, share_id), results in grouped.items():
+                compute, memory = _consumed(ref, results[0])
+                requests = tuple(dict.fromkeys(r.request for r in results))
+                env: dict[str, str] = {}
+                for request in requests:
+                    env.update(config_env(configs, request))
+                devices.append(
+                    PreparedDevice(
+                        requests,
+                        pool_name(self.node),
+                        device,
+                        (cdi.cdi_device_id(self.driver, uid, device, share_id),),
+                        share_id,
+                        compute,
+                        memory,
+                        tuple(sorted(env.items())),
+                    )
+                )
+            self._check_free(devices, ref)
+            claim = PreparedClaim(uid, namespace, name, tuple(devices))
             spec_path = self.cdi_dir / cdi.spec_file_name(self.driver, uid)
-            if order:
-                self.cdi_dir.mkdir(parents=True, exist_ok=True)
-                write_atomically(spec_path, self._spec_text(uid, order))
-            self.claims[uid] = claim
             try:
+                if devices:
+                    self.cdi_dir.mkdir(parents=True, exist_ok=True)
+                    write_atomically(spec_path, self._spec_text(uid, devices))
+                self.claims[uid] = claim
                 self._save()
             except Exception:
-                del self.claims[uid]
+                self.claims.pop(uid, None)
                 spec_path.unlink(missing_ok=True)
                 raise
         log.info(
@@ -167,7 +180,7 @@ class ClaimPreparer:
             namespace,
             name,
             uid,
-            ", ".join(order) or "no devices of this driver",
+            ", ".join(_describe(d) for d in devices) or "no devices of this driver",
         )
         return claim
 
@@ -187,36 +200,53 @@ class ClaimPreparer:
 
     # -- helpers ---------------------------------------------------------------------
 
-    def _check_free(self, device: str, namespace: str, name: str) -> None:
-        if device not in self.devices:
-            raise ClaimError(
-                f"claim {namespace}/{name}: device {device} is not on node {self.node} "
-                f"(devices: {', '.join(sorted(self.devices))})"
-            )
-        if device in self._unhealthy:
-            raise ClaimError(
-                f"claim {namespace}/{name}: device {device} is unhealthy "
-                f"({self._unhealthy[device]}); it is not given out until it recovers"
-            )
-        holder = self.holder_of(device)
-        if holder is not None:
-            raise ClaimError(
-                f"claim {namespace}/{name}: device {device} is already prepared for claim "
-                f"{holder.namespace}/{holder.name} ({holder.uid})"
-            )
+    def _check_free(self, devices: Sequence[PreparedDevice], ref: str) -> None:
+        """ClaimError unless every device is here, healthy, and has the compute left."""
+        asked: dict[str, int] = {}
+        for d in devices:
+            if d.device not in self.devices:
+                raise ClaimError(
+                    f"claim {ref}: device {d.device} is not on node {self.node} "
+                    f"(devices: {', '.join(sorted(self.devices))}); it was allocated from a "
+                    "ResourceSlice that no longer says so: delete the pod so it is scheduled again"
+                )
+            if d.device in self._unhealthy:
+                raise ClaimError(
+                    f"claim {ref}: device {d.device} is unhealthy "
+                    f"({self._unhealthy[d.device]}); it is not given out until it recovers"
+                )
+            asked[d.device] = asked.get(d.device, 0) + d.compute
+        for device, want in asked.items():
+            holders = [
+                (c, sum(d.compute for d in c.devices if d.device == device))
+                for c in self.claims.values()
+                if any(d.device == device for d in c.devices)
+            ]
+            used = sum(share for _, share in holders)
+            if used + want > COMPUTE_PER_DEVICE:
+                who = ", ".join(f"{c.namespace}/{c.name} ({c.uid}, {n}%)" for c, n in holders)
+                raise ClaimError(
+                    f"claim {ref}: device {device} is already prepared for claim {who}; this "
+                    f"claim asks {want}% of its compute, {COMPUTE_PER_DEVICE - used}% is left"
+                )
 
-    def _spec_text(self, uid: str, device_ids: Sequence[str]) -> str:
+    def _spec_text(self, uid: str, prepared: Sequence[PreparedDevice]) -> str:
         nodes = []
-        for device_id in device_ids:
-            device = self.devices.get(device_id)
+        for p in prepared:
+            device = self.devices.get(p.device)
             if device is None:  # gone since it was prepared: keep the claim, without its node
-                log.warning("prepared device %s is no longer on the node", device_id)
+                log.warning("prepared device %s is no longer on the node", p.device)
                 continue
             nodes.append(
                 cdi.DeviceNodes(
                     device.id,
                     device.index,
-                    tuple(self.backend.device_node(p) for p in device.paths),
+                    tuple(self.backend.device_node(path) for path in device.paths),
+                    p.share_id,
+                    p.compute,
+                    p.memory_mib,
+                    device.memory_mib,
+                    p.env,
                 )
             )
         spec = cdi.claim_spec(
@@ -234,3 +264,31 @@ class ClaimPreparer:
         write_atomically(
             self.checkpoint_file, checkpoint.encode(self.driver, self.node, self.claims), 0o600
         )
+
+
+def _consumed(ref: str, result: AllocatedDevice) -> tuple[int, int]:
+    """Compute (percent) and memory (MiB) a result consumes; a result without
+    ``consumedCapacity`` (a device that allows one allocation) has the whole device."""
+    consumed = dict(result.consumed)
+    try:
+        compute = consumed.get(CAPACITY_COMPUTE)
+        percent = COMPUTE_PER_DEVICE if compute is None else math.ceil(parse_quantity(compute))
+        memory = consumed.get(CAPACITY_MEMORY)
+        mib = 0 if memory is None else mebibytes(memory)
+    except ValueError as err:
+        raise ClaimError(
+            f"claim {ref}: device {result.device}: consumedCapacity is not valid ({err})"
+        ) from None
+    if not 0 < percent <= COMPUTE_PER_DEVICE or mib < 0:
+        raise ClaimError(
+            f"claim {ref}: device {result.device}: consumes {percent}% of its compute and "
+            f"{mib} MiB; this driver serves 1..{COMPUTE_PER_DEVICE}% and no negative memory"
+        )
+    return percent, mib
+
+
+def _describe(device: PreparedDevice) -> str:
+    if device.compute == COMPUTE_PER_DEVICE and not device.share_id:
+        return device.device
+    share = f"{device.compute}%" + (f" {device.memory_mib} MiB" if device.memory_mib else "")
+    return f"{device.device} ({share})"

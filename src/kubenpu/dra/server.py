@@ -43,14 +43,15 @@ def _prepare(preparer: ClaimPreparer, pb: ModuleType, request: Any) -> Any:
             entry.error = f"internal error: {err}"
             continue
         for device in prepared.devices:
-            entry.devices.append(
-                pb.Device(
-                    request_names=list(device.requests),
-                    pool_name=device.pool,
-                    device_name=device.device,
-                    cdi_device_ids=list(device.cdi_ids),
-                )
+            answer = pb.Device(
+                request_names=list(device.requests),
+                pool_name=device.pool,
+                device_name=device.device,
+                cdi_device_ids=list(device.cdi_ids),
             )
+            if device.share_id and "share_id" in pb.Device.DESCRIPTOR.fields_by_name:
+                answer.share_id = device.share_id  # v1 has it; v1beta1 predates shares
+            entry.devices.append(answer)
     return response
 
 

@@ -24,12 +24,17 @@ class KubeApi(Protocol):
     def bind_pod(self, namespace: str, name: str, uid: str, node: str) -> None:
         """Create the pod's Binding to ``node``."""
 
+    def get_resource_claim(self, namespace: str, name: str) -> dict[str, Any]:
+        """The ResourceClaim (``resource.k8s.io/v1``), read from the API server: bind on a
+        DRA node reads the pod's claims for the devices they were allocated."""
+
 
 class WatchableApi(KubeApi, Protocol):
     """``KubeApi`` plus what the informers need."""
 
     def list(self, kind: str) -> tuple[list[dict[str, Any]], str]:
-        """Every object of ``kind`` ("nodes" or "pods") and the resourceVersion."""
+        """Every object of ``kind`` ("nodes", "pods", "resourceslices", "resourceclaims")
+        and the resourceVersion."""
 
     def watch(self, kind: str, version: str) -> Iterator[dict[str, Any]]:
         """Watch events of ``kind`` from ``version``."""

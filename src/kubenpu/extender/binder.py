@@ -10,14 +10,20 @@ one before and one after a restart) that race for a device each write before the
 so at least one of them sees the other's record and backs off: never both win.
 
 A node whose NPUs the DRA driver serves (label ``kubenpu.io/npu-driver=dra``) is bound
-plainly: no devices chosen or reserved, no record (the pod's ResourceClaim, allocated by
-kube-scheduler's DynamicResources plugin in PreBind, holds the devices); a stale record
-from an earlier bind elsewhere is withdrawn first, so no binder counts it.
+without devices chosen or reserved and without a record (the pod's ResourceClaims,
+allocated by kube-scheduler's DynamicResources plugin in PreBind, hold the devices): the
+binder reads those claims and writes the devices they were allocated as the pod's
+``kubenpu.io/devices`` annotation alone (no ``kubenpu.io/node``, so no binder counts it),
+before the Binding, so that a container reading it through the downward API (the seed's
+``examples/test-npu-pod.yaml``) sees the same ids on both paths. A claim that is missing
+or not allocated fails the bind. A stale record from an earlier bind elsewhere is
+withdrawn in the same patch.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import threading
 import time
@@ -25,6 +31,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
+from kubenpu.adapters.claims import ClaimError, pod_claims, pod_device_ids
 from kubenpu.adapters.kube import placement_from_pod, placement_patch, pod_key, request_from_pod
 from kubenpu.errors import ApiError, Conflict, ObjectError, PlacementError
 from kubenpu.extender.api import KubeApi
@@ -32,7 +39,12 @@ from kubenpu.extender.cache import ClusterCache
 from kubenpu.extender.metrics import ExtenderMetrics
 from kubenpu.extender.wire import ExtenderBindingArgs
 from kubenpu.model import Placement, Request
-from kubenpu.names import ANNOTATION_NODE, LABEL_PLACED_NODE, MILLI_PER_DEVICE
+from kubenpu.names import (
+    ANNOTATION_DEVICES,
+    ANNOTATION_NODE,
+    LABEL_PLACED_NODE,
+    MILLI_PER_DEVICE,
+)
 
 log = logging.getLogger(__name__)
 
@@ -166,20 +178,64 @@ class Binder:
     def _bind_dra(
         self, api: KubeApi, ns: str, name: str, uid: str, node: str, pod: Mapping[str, Any]
     ) -> None:
-        """Bind to a DRA-served node: its claim holds the devices, kubenpu records none."""
+        """Bind to a DRA-served node: its claims hold the devices; kubenpu records none,
+        it only tells the pod which devices they are (``kubenpu.io/devices``)."""
+        devices = self._claimed_devices(api, ns, name, node, pod)
         meta = pod.get("metadata") or {}
         annotations, labels = meta.get("annotations") or {}, meta.get("labels") or {}
-        if ANNOTATION_NODE in annotations or LABEL_PLACED_NODE in labels:
-            # From an earlier bind elsewhere: left, it would hold that node's devices in
-            # every binder's fresh read. Guarded (409: changed meanwhile, retried).
-            version = str(meta.get("resourceVersion", ""))
-            body = placement_patch(None, resource_version=version)
+        stale = ANNOTATION_NODE in annotations or LABEL_PLACED_NODE in labels
+        shown = ",".join(devices) or None
+        if stale or annotations.get(ANNOTATION_DEVICES) != shown:
+            # A stale record (from an earlier bind elsewhere) would hold that node's
+            # devices in every binder's fresh read. Guarded (409: changed meanwhile).
+            body = placement_patch(None, resource_version=str(meta.get("resourceVersion", "")))
+            body["metadata"]["annotations"][ANNOTATION_DEVICES] = shown
             patched = _call("patch", lambda: api.patch_pod(ns, name, body))
             with self.lock:
                 self.cache.upsert_pod(patched)  # its old devices are free at once
         _call("binding", lambda: api.bind_pod(ns, name, uid, node))
         self._bound(pod, node)
-        log.info("bound %s/%s to %s: devices from its claim (DRA)", ns, name, node)
+        log.info(
+            "bound %s/%s to %s: devices %s from its claims (DRA)",
+            ns,
+            name,
+            node,
+            ",".join(devices) or "-",
+        )
+
+    def _claimed_devices(
+        self, api: KubeApi, ns: str, name: str, node: str, pod: Mapping[str, Any]
+    ) -> tuple[str, ...]:
+        """The devices of this driver the pod's claims were allocated; BindError when a
+        claim is missing or not allocated, or an NPU pod has no claim at all."""
+        try:
+            used = pod_claims(pod)
+            asks = request_from_pod(pod).npus > 0
+        except ObjectError as err:
+            raise BindError("invalid_pod", str(err)) from None
+        if asks and not any(c.extended for c in used):
+            raise BindError(
+                "no_claim",
+                f"pod {ns}/{name} asks for NPUs on DRA node {node}, but kube-scheduler made "
+                "it no claim (status.extendedResourceClaimStatus is missing: is the "
+                "DeviceClass with extendedResourceName installed and DRAExtendedResource on?)",
+            )
+        claims: dict[str, Mapping[str, Any]] = {}
+        for claim in dict.fromkeys(c.claim for c in used if c.claim):
+            try:
+                claims[claim] = _call(
+                    "get claim", functools.partial(api.get_resource_claim, ns, claim)
+                )
+            except BindError as err:
+                if err.reason != "gone":
+                    raise
+                raise BindError(
+                    "no_claim", f"pod {ns}/{name}: ResourceClaim {ns}/{claim} not found"
+                ) from None
+        try:
+            return pod_device_ids(pod, claims, self.cache.dra_driver)
+        except ClaimError as err:
+            raise BindError("no_claim", f"pod {ns}/{name} on DRA node {node}: {err}") from None
 
     def _bound(self, pod: Mapping[str, Any], node: str) -> None:
         if self._on_bound is not None:

@@ -7,9 +7,11 @@ pods hold nothing. A node change that only flips device health is applied in pla
 other rebuilds the state. The task mix (FGD-style policies) is estimated from the cached
 NPU pods and the last ``mix_window`` requests seen by filter; the profile is rebuilt when
 its set of task shapes changes. Nodes labelled ``kubenpu.io/npu-driver=dra`` are served by
-kube-scheduler's DRA plugin, not kubenpu's engine: :meth:`ClusterCache.dra_rows` marks
-their rows, and pods on them hold CPU and memory only (their claims hold the devices).
-docs/extender.md, "The cache", says more.
+kube-scheduler's DRA plugin, which allocates their devices: :meth:`ClusterCache.dra_rows`
+marks their rows, their NPUs come from their ResourceSlices (:meth:`upsert_slice`), pods on
+them hold CPU and memory only, and their devices are held by the allocated
+ResourceClaims (:meth:`upsert_claim`), so the engine can rate DRA nodes as it rates the
+others. docs/extender.md, "The cache", says more.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from kubenpu.adapters.claims import claim_ref
 from kubenpu.adapters.kube import (
     node_from_object,
     placement_from_pod,
@@ -30,13 +33,14 @@ from kubenpu.adapters.kube import (
     pod_key,
     request_from_pod,
 )
+from kubenpu.adapters.resourceslices import Holding, claim_holdings, slice_devices
 from kubenpu.engine import policies
 from kubenpu.engine.fragmentation import shape_of
 from kubenpu.engine.framework import Engine, select_devices_packed
 from kubenpu.engine.state import ClusterState
 from kubenpu.errors import ObjectError, PlacementError
-from kubenpu.model import Node, Placement, Request
-from kubenpu.names import LABEL_NPU_DRIVER, NPU_DRIVER_DRA
+from kubenpu.model import Device, Node, Placement, Request
+from kubenpu.names import DRA_DRIVER, LABEL_NPU_DRIVER, MILLI_PER_DEVICE, NPU_DRIVER_DRA
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +90,16 @@ def served_by_dra(node: Node) -> bool:
     return node.labels.get(LABEL_NPU_DRIVER) == NPU_DRIVER_DRA
 
 
+def _device_structure(devices: Iterable[Device]) -> tuple:
+    """Everything about devices but their health."""
+    return tuple((d.id, d.index, d.model, d.memory_mib, d.group) for d in devices)
+
+
+def _holding_keys(claim: str, n: int) -> list[str]:
+    """The state's holding names of a claim's ``n`` devices (never a pod's ``ns/name``)."""
+    return [f"claim:{claim}#{j}" for j in range(n)]
+
+
 def _structure(node: Node) -> tuple:
     """Everything about a node but device health."""
     return (
@@ -107,8 +121,16 @@ class ClusterCache:
         seed: int = 0,
         mix_window: int = 1000,
         task_mix: Sequence[Request] = (),
+        dra_driver: str = DRA_DRIVER,
     ) -> None:
         self.policy = policy or policies.DEFAULT
+        #: The DRA driver whose slices and claims are kubenpu's NPUs (and whose claimed
+        #: devices bind writes as ``kubenpu.io/devices``).
+        self.dra_driver = dra_driver
+        #: ResourceSlices of that driver: slice name -> (node, its devices).
+        self._slices: dict[str, tuple[str, tuple[Device, ...]]] = {}
+        #: Allocated claims: ``namespace/name`` -> what they hold.
+        self._claims: dict[str, tuple[Holding, ...]] = {}
         #: The task mix given by configuration (``--task-mix``), CPU-only pods included
         #: as the simulator takes its trace; empty: estimated.
         self._fixed_mix = list(task_mix)
@@ -123,6 +145,7 @@ class ClusterCache:
         self._state: ClusterState | None = None
         #: Per row of ``_state``: the node is DRA-served (:func:`served_by_dra`).
         self._dra = np.zeros(0, dtype=bool)
+        self._dra_unknown = np.zeros(0, dtype=bool)
         self._engine: Engine | None = None
         self._shapes: frozenset = frozenset()
         #: Objects that could not be translated, by kind (exported as a metric).
@@ -244,6 +267,111 @@ class ClusterCache:
             if entry is not None:
                 self._reserve(entry)
 
+    # -- DRA nodes: slices and claims ------------------------------------------------
+
+    def upsert_slice(self, obj: Mapping[str, Any]) -> None:
+        """Add or update a ResourceSlice (other drivers' are ignored)."""
+        name = str((obj.get("metadata") or {}).get("name", ""))
+        try:
+            found = slice_devices(obj, self.dra_driver)
+        except ObjectError as err:
+            self.rejected["resourceslice"] += 1
+            log.warning("ignoring %s", err)
+            found = None
+        before = self._dra_devices(self._slices[name][0]) if name in self._slices else None
+        if found is None:
+            self.delete_slice(name)
+            return
+        node = found[0]
+        old_node = self._slices[name][0] if name in self._slices else node
+        self._slices[name] = found
+        after = self._dra_devices(node)
+        if (
+            old_node != node
+            or before is None
+            or _device_structure(before) != _device_structure(after)
+        ):
+            self._state = None
+        elif self._state is not None and before != after:
+            for dev in after:
+                self._state.set_device_health(node, dev.id, dev.healthy)
+
+    def delete_slice(self, name: str) -> None:
+        """Forget a ResourceSlice."""
+        if self._slices.pop(name, None) is not None:
+            self._state = None
+
+    def replace_slices(self, objs: Iterable[Mapping[str, Any]]) -> None:
+        """Make the slices exactly ``objs`` (after a fresh list)."""
+        objs = list(objs)
+        names = {str((o.get("metadata") or {}).get("name", "")) for o in objs}
+        for name in [n for n in self._slices if n not in names]:
+            self.delete_slice(name)
+        for obj in objs:
+            self.upsert_slice(obj)
+
+    def upsert_claim(self, obj: Mapping[str, Any]) -> None:
+        """Add or update a ResourceClaim: what its allocation holds on DRA nodes."""
+        key = claim_ref(obj)
+        try:
+            held = tuple(claim_holdings(obj, self.dra_driver))
+        except ObjectError as err:
+            self.rejected["resourceclaim"] += 1
+            log.warning("ignoring claim %s: %s", key, err)
+            held = ()
+        self._set_claim(key, held)
+
+    def delete_claim(self, key: str) -> None:
+        """Forget a ResourceClaim (``namespace/name``): its devices are free."""
+        self._set_claim(key, ())
+
+    def replace_claims(self, objs: Iterable[Mapping[str, Any]]) -> None:
+        """Make the claims exactly ``objs`` (after a fresh list)."""
+        objs = list(objs)
+        keys = {claim_ref(o) for o in objs}
+        for key in [k for k in self._claims if k not in keys]:
+            self.delete_claim(key)
+        for obj in objs:
+            self.upsert_claim(obj)
+
+    def _set_claim(self, key: str, held: tuple[Holding, ...]) -> None:
+        old = self._claims.get(key, ())
+        if old == held:
+            return
+        if held:
+            self._claims[key] = held
+        else:
+            self._claims.pop(key, None)
+        if self._state is not None:
+            for hold_key in _holding_keys(key, len(old)):
+                self._state.unreserve(hold_key)
+            self._reserve_claim(key, held)
+
+    def _dra_devices(self, node: str) -> tuple[Device, ...]:
+        """The devices ``node``'s slices list, by index."""
+        devices = [d for n, devs in self._slices.values() if n == node for d in devs]
+        return tuple(sorted(devices, key=lambda d: (d.index, d.id)))
+
+    def _with_slices(self, node: Node) -> Node:
+        """A DRA node with the NPUs of its slices (its Node object lists none)."""
+        return replace(node, devices=self._dra_devices(node.name)) if served_by_dra(node) else node
+
+    def _reserve_claim(self, key: str, held: tuple[Holding, ...]) -> None:
+        state = self._state
+        if state is None:
+            return
+        for hold_key, h in zip(_holding_keys(key, len(held)), held, strict=True):
+            i = state.node_index.get(h.node)
+            if i is None or not self._dra[i]:
+                continue  # not a DRA node kubenpu knows (yet)
+            whole = h.milli >= MILLI_PER_DEVICE
+            request = Request(hold_key, npus=1) if whole else Request(hold_key, share_milli=h.milli)
+            try:
+                state.reserve(Placement(hold_key, h.node, (h.device,), (h.milli,)), request)
+            except PlacementError as err:
+                self.conflicts += 1
+                log.error("claim %s: its allocation does not fit the cache: %s", key, err)
+
     # -- state -----------------------------------------------------------------------
 
     @property
@@ -259,17 +387,24 @@ class ClusterCache:
     def state(self) -> ClusterState:
         """The engine state, rebuilt if nodes changed."""
         if self._state is None:
-            state = ClusterState([self._nodes[n] for n in sorted(self._nodes)])
+            state = ClusterState([self._with_slices(self._nodes[n]) for n in sorted(self._nodes)])
             self._dra = np.fromiter(
                 map(served_by_dra, state.nodes), dtype=bool, count=state.num_nodes
             )
             self._dra.flags.writeable = False
+            no_npus = np.fromiter(
+                (not n.devices for n in state.nodes), dtype=bool, count=state.num_nodes
+            )
+            self._dra_unknown = self._dra & no_npus
+            self._dra_unknown.flags.writeable = False
             self._state = state
             self._engine = None
             # Recorded placements first: they are facts; inferred ones fill in around them.
             order = sorted(self._pods.values(), key=lambda e: (not e.recorded, e.assumed_at, e.key))
             for entry in order:
                 self._reserve(entry)
+            for key, held in self._claims.items():
+                self._reserve_claim(key, held)
         return self._state
 
     def dra_rows(self) -> np.ndarray:
@@ -277,6 +412,12 @@ class ClusterCache:
         the state, so a filter spends no Python loop on it)."""
         self.state()
         return self._dra
+
+    def dra_rows_unknown(self) -> np.ndarray:
+        """Boolean mask over :meth:`state`'s rows: the DRA-served nodes whose NPUs no slice
+        has told yet (read-only)."""
+        self.state()
+        return self._dra_unknown
 
     def served_by_dra(self, name: str) -> bool:
         """Whether the node ``name`` is known and DRA-served."""

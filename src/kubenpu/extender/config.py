@@ -28,6 +28,14 @@ RBAC_RULES: list[dict[str, Any]] = [
     {"apiGroups": [""], "resources": ["pods/binding"], "verbs": ["create"]},
     # preempt: kube-scheduler's PDB flags for the victims it chooses.
     {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": ["list"]},
+    # bind on a DRA node: the devices the pod's claims were allocated (kubenpu.io/devices);
+    # prioritize: what the claims hold on DRA nodes, and those nodes' NPUs (their slices).
+    {
+        "apiGroups": ["resource.k8s.io"],
+        "resources": ["resourceclaims"],
+        "verbs": ["get", "list", "watch"],
+    },
+    {"apiGroups": ["resource.k8s.io"], "resources": ["resourceslices"], "verbs": ["list", "watch"]},
 ]
 
 

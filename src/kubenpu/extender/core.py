@@ -1,9 +1,11 @@
 """Filter and prioritize from the engine's own steps; bind is :mod:`binder`'s.
 
 Nodes whose NPUs the DRA driver serves (label ``kubenpu.io/npu-driver=dra``,
-:meth:`ClusterCache.dra_rows`) are not kubenpu's to judge: kube-scheduler's own
-DynamicResources plugin allocates their devices. Filter passes them, prioritize gives
-them :data:`DRA_SCORE`. Pure: the cache is all they read, under :attr:`Extender.lock`.
+:meth:`ClusterCache.dra_rows`) are not kubenpu's to filter: kube-scheduler's own
+DynamicResources plugin allocates their devices, so filter passes them. Prioritize rates
+them with the engine like every node, from the NPUs of their ResourceSlices and what the
+allocated claims hold (the cache keeps both); a DRA node whose slice kubenpu has not seen
+gets :data:`DRA_SCORE`. Pure: the cache is all they read, under :attr:`Extender.lock`.
 """
 
 from __future__ import annotations
@@ -39,12 +41,10 @@ UNKNOWN_NODE = "node not known to kubenpu yet"
 _UNKNOWN, _FITS = -2, -3
 #: Node name lists whose rows are remembered (kube-scheduler sends the same ones again).
 _RECENT_LISTS = 4
-#: Prioritize score of every DRA-served node: 5, mid-scale, the same for all of them.
-#: Below the engine's pick (10), so its choice among device-plugin nodes keeps winning
-#: (weight 50: by 250 points or more); above the candidates it rates poorly and the
-#: non-candidates (0), so DRA nodes are not buried behind every device-plugin node either;
-#: equal, so kube-scheduler's own plugins choose among DRA nodes. kubenpu does not rate
-#: DRA nodes' devices yet (docs/dra.md, "Not done yet").
+#: Prioritize score of a DRA-served node whose NPUs kubenpu does not know (no slice seen
+#: yet): 5, mid-scale. Below the engine's pick (10), so its choice keeps winning (weight
+#: 50: by 250 points or more); above the candidates it rates poorly and the non-candidates
+#: (0), so such a node is not buried behind every other node either.
 DRA_SCORE = MAX_EXTENDER_PRIORITY // 2
 
 
@@ -168,15 +168,15 @@ class Extender:
             with self.lock:
                 engine = self.cache.engine()
                 rows = self._rows(engine.state, names)
-                dra = self.cache.dra_rows()
+                unknown = self.cache.dra_rows_unknown()
                 among = np.zeros(engine.state.num_nodes, dtype=bool)
                 among[rows[rows >= 0]] = True
-                among &= ~dra  # the engine rates device-plugin nodes only
+                among &= ~unknown  # DRA nodes without a slice: the engine sees no NPUs
                 with self.cache.released(key):
                     scored = engine.score(req, among)
             if scored.pick >= 0:
                 scores = _extender_scores(scored, rows)
-            scores[np.append(dra, False)[rows]] = DRA_SCORE
+            scores[np.append(unknown, False)[rows]] = DRA_SCORE
         self.metrics.count("prioritize", "ok")
         self.metrics.latency.labels("prioritize").observe(time.perf_counter() - started)
         return scores.tolist()

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import functools
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from kubernetes.client import PolicyV1Api
+from kubernetes.client import CustomObjectsApi, PolicyV1Api
 from kubernetes.client.exceptions import ApiException
 
 from kubenpu.errors import ApiError, Conflict
@@ -41,6 +42,7 @@ class KubernetesApi:
     def __init__(self, kubeconfig: str = "") -> None:
         self.core = core_api(kubeconfig)
         self.policy = PolicyV1Api(self.core.api_client)
+        self.custom = CustomObjectsApi(self.core.api_client)
 
     # -- informers -------------------------------------------------------------------
 
@@ -50,12 +52,19 @@ class KubernetesApi:
             "pods": self.core.list_pod_for_all_namespaces,
             # Only the console watches these (the extender's RBAC does not grant them).
             "events": self.core.list_event_for_all_namespaces,
+            # DRA nodes' NPUs and what the allocated claims hold, for prioritize.
+            "resourceslices": functools.partial(
+                self.custom.list_cluster_custom_object, "resource.k8s.io", "v1", "resourceslices"
+            ),
+            "resourceclaims": functools.partial(
+                self.custom.list_cluster_custom_object, "resource.k8s.io", "v1", "resourceclaims"
+            ),
         }
         return listers[kind]
 
     def list(self, kind: str) -> tuple[list[dict[str, Any]], str]:
-        """Every object of ``kind`` ("nodes", "pods" or "events") and the list's
-        resourceVersion."""
+        """Every object of ``kind`` ("nodes", "pods", "events", "resourceslices" or
+        "resourceclaims") and the list's resourceVersion."""
         try:
             response = raw(self._lister(kind)(_preload_content=False, _request_timeout=60))
         except ApiException as err:
@@ -145,6 +154,25 @@ class KubernetesApi:
             raise _error(err, "list poddisruptionbudgets") from None
         pdbs: builtins.list[dict[str, Any]] = json.loads(response.data).get("items") or []
         return pdbs
+
+    def get_resource_claim(self, namespace: str, name: str) -> dict[str, Any]:
+        """The ResourceClaim ``namespace/name`` (resource.k8s.io/v1), read afresh."""
+        try:
+            response = raw(
+                self.custom.get_namespaced_custom_object(
+                    "resource.k8s.io",
+                    "v1",
+                    namespace,
+                    "resourceclaims",
+                    name,
+                    _preload_content=False,
+                    _request_timeout=_TIMEOUT,
+                )
+            )
+        except ApiException as err:
+            raise _error(err, f"get resourceclaim {namespace}/{name}") from None
+        claim: dict[str, Any] = json.loads(response.data)
+        return claim
 
     def bind_pod(self, namespace: str, name: str, uid: str, node: str) -> None:
         """POST the pod's ``binding`` subresource (with the pod's uid as a precondition)."""

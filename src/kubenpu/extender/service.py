@@ -1,4 +1,5 @@
-"""The running extender: cache + decisions + informers for Nodes and Pods, and readiness."""
+"""The running extender: cache + decisions + informers for Nodes, Pods, ResourceSlices and
+ResourceClaims, and readiness."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from kubenpu.adapters.claims import claim_ref
 from kubenpu.adapters.kube import pod_key
 from kubenpu.errors import ObjectError
 from kubenpu.extender.api import WatchableApi
@@ -16,6 +18,7 @@ from kubenpu.extender.informer import Informer, InformerGroup
 from kubenpu.extender.metrics import ExtenderMetrics
 from kubenpu.extender.preempt import PodIndex, Preempter
 from kubenpu.model import Request
+from kubenpu.names import DRA_DRIVER
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +33,10 @@ class ExtenderService:
         policy: str = "",
         seed: int = 0,
         task_mix: Sequence[Request] = (),
+        dra_driver: str = DRA_DRIVER,
     ) -> None:
         self.metrics = ExtenderMetrics()
-        self.cache = ClusterCache(policy, seed=seed, task_mix=task_mix)
+        self.cache = ClusterCache(policy, seed=seed, task_mix=task_mix, dra_driver=dra_driver)
         #: What preempt needs of the pods beyond the cache, fed by the same informer and
         #: by the extender's own binds.
         self.pods = PodIndex()
@@ -45,6 +49,8 @@ class ExtenderService:
             [
                 self._informer(api, "nodes", self._node_event, self.cache.replace_nodes),
                 self._informer(api, "pods", self._pod_event, self._replace_pods),
+                self._informer(api, "resourceslices", self._slice_event, self.cache.replace_slices),
+                self._informer(api, "resourceclaims", self._claim_event, self.cache.replace_claims),
             ],
             self.stop,
         )
@@ -80,6 +86,22 @@ class ExtenderService:
                 self.cache.upsert_node(obj)
             self._gauges()
 
+    def _slice_event(self, kind: str, obj: dict[str, Any]) -> None:
+        with self.extender.lock:
+            if kind == "DELETED":
+                self.cache.delete_slice(str((obj.get("metadata") or {}).get("name", "")))
+            else:
+                self.cache.upsert_slice(obj)
+            self._gauges()
+
+    def _claim_event(self, kind: str, obj: dict[str, Any]) -> None:
+        with self.extender.lock:
+            if kind == "DELETED":
+                self.cache.delete_claim(claim_ref(obj))
+            else:
+                self.cache.upsert_claim(obj)
+            self._gauges()
+
     def _replace_pods(self, objs: list[dict[str, Any]]) -> None:
         self.cache.replace_pods(objs)
         self.pods.replace(objs)
@@ -104,7 +126,7 @@ class ExtenderService:
         gauge.labels("pods").set(self.cache.num_pods)
         gauge.labels("placements").set(len(self.cache.state().holdings))
         problems = self.metrics.cache_problems
-        for kind in ("node", "pod"):
+        for kind in ("node", "pod", "resourceslice", "resourceclaim"):
             problems.labels(kind).set(self.cache.rejected[kind])
         problems.labels("conflict").set(self.cache.conflicts)
 

@@ -73,6 +73,7 @@ class Cluster:
         api_client = client.ApiClient(configuration)
         self.api = client.CoreV1Api(api_client)
         self.batch = client.BatchV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
 
     def _call(self, what: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         from kubernetes.client.rest import ApiException
@@ -110,6 +111,37 @@ class Cluster:
             listing = self._json("listing pods", self.api.list_namespaced_pod, namespace)
         items: list[dict[str, Any]] = listing["items"]
         return items
+
+    def _dra_list(self, resource: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        """Every ``resource.k8s.io/v1`` object of ``resource`` (of ``namespace``, or all);
+        [] with a warning where the API does not serve it or the user may not list it, so
+        that the rest of the table still shows."""
+        from kubernetes.client.rest import ApiException
+
+        args: tuple[Any, ...] = ("resource.k8s.io", "v1")
+        if namespace is None:
+            call: Callable[..., Any] = self.custom.list_cluster_custom_object
+            args += (resource,)
+        else:
+            call = self.custom.list_namespaced_custom_object
+            args += (namespace, resource)
+        try:
+            response = call(*args, _request_timeout=15, _preload_content=False)
+        except ApiException as exc:
+            if exc.status not in (403, 404):
+                fail(f"listing {resource}: {_api_message(exc)}")
+            typer.echo(f"warning: listing {resource}: {_api_message(exc)}", err=True)
+            return []
+        items: list[dict[str, Any]] = json.loads(response.data).get("items") or []
+        return items
+
+    def resource_slices(self) -> list[dict[str, Any]]:
+        """Every ResourceSlice (DRA-served nodes' devices)."""
+        return self._dra_list("resourceslices")
+
+    def resource_claims(self, namespace: str | None) -> list[dict[str, Any]]:
+        """The ResourceClaims of ``namespace``, or of all namespaces when None."""
+        return self._dra_list("resourceclaims", namespace)
 
     def create(self, kind: str, namespace: str, body: dict[str, Any]) -> None:
         """Create a Pod or a Secret."""
@@ -168,12 +200,17 @@ def nodes_command(
     context: Context = None,
     output: Output = "table",
 ) -> None:
-    """Per NPU node: model, total, allocated, shared devices and core %, unhealthy, free."""
+    """Per NPU node: model, total, allocated, shared devices and core %, unhealthy, free
+    (DRA-served nodes: from their ResourceSlices and the ResourceClaims' allocations)."""
     _check_output(output)
     cluster = Cluster(kubeconfig, context)
     nodes = cluster.nodes()
-    pods = views.npu_pods(cluster.pods(None))
-    rows = views.npu_nodes(nodes, pods)
+    listed = cluster.pods(None)
+    dra = any(views.is_dra_node(n) for n in nodes)
+    claims = cluster.resource_claims(None) if dra or any(map(views.uses_claims, listed)) else []
+    slices = cluster.resource_slices() if dra else []
+    pods = views.npu_pods(listed, claims)
+    rows = views.npu_nodes(nodes, pods, slices, claims)
     if not rows:
         fail(_no_npu_nodes(nodes))
     _emit("NpuNodeList", [r.as_dict() for r in rows], output, lambda: views.node_table(rows))
@@ -187,11 +224,15 @@ def pods_command(
     all_namespaces: bool = typer.Option(False, "-A", "--all-namespaces", help="Every namespace."),
     output: Output = "table",
 ) -> None:
-    """Pods asking for NPUs: their node, whole NPUs, devices and shares."""
+    """Pods asking for NPUs: their node, whole NPUs, devices and shares (DRA: their
+    claims')."""
     _check_output(output)
     cluster = Cluster(kubeconfig, context)
     ns = None if all_namespaces else namespace or cluster.default_namespace
-    rows = views.npu_pods(cluster.pods(ns))
+    listed = cluster.pods(ns)
+    # Pods served through DRA: their devices are their claims'.
+    claims = cluster.resource_claims(ns) if any(map(views.uses_claims, listed)) else []
+    rows = views.npu_pods(listed, claims)
     if not rows and output == "table":
         where = "any namespace" if ns is None else f"namespace {ns}"
         typer.echo(f"No pods asking for NPUs in {where}.", err=True)

@@ -4,6 +4,12 @@ Who holds which device comes from the placement record on pods (``kubenpu.io/dev
 ``kubenpu.io/shares``); a pod without one (placed by a scheduler that records nothing)
 counts by its requests: its whole NPUs are allocated on its node, devices unknown.
 
+Nodes served by the DRA driver (label ``kubenpu.io/npu-driver=dra``) advertise no
+``aliyun.com/npu``: their devices are the driver's ResourceSlice(s) for the node, and what
+is allocated of them the ResourceClaims' allocations (``kubenpu.adapters.claims``, the one
+reader); a pod served through DRA shows the devices of its claims (or, once its claim is
+gone with it, the ``kubenpu.io/devices`` the extender wrote from it at bind).
+
 For ``kubectl npu validate``: which nodes to validate, what a validation pod's state means
 (still on its way, passed, or failed and why) and the table of results.
 """
@@ -16,6 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from kubenpu.adapters.claims import AllocatedDevice, allocated_devices, is_allocated, pod_claims
 from kubenpu.adapters.kube import (
     devices_from_inventory,
     node_npu_counts,
@@ -26,9 +33,14 @@ from kubenpu.errors import ObjectError
 from kubenpu.names import (
     ANNOTATION_DEVICE_INVENTORY,
     ANNOTATION_DEVICES,
+    ANNOTATION_NODE,
+    CORE_UNITS_PER_DEVICE,
+    DRA_DRIVER,
+    LABEL_NPU_DRIVER,
     LABEL_NPU_MODEL,
     MILLI_PER_CORE_UNIT,
     MILLI_PER_DEVICE,
+    NPU_DRIVER_DRA,
     RESOURCE_NPU,
     RESOURCE_NPU_CORE,
 )
@@ -52,6 +64,8 @@ class PodNpus:
     shares: tuple[tuple[str, int], ...] = ()
     #: Why the pod's NPUs could not be read, if they could not.
     problem: str = ""
+    #: The ResourceClaims its NPUs come from (DRA), by name.
+    claims: tuple[str, ...] = ()
 
     @property
     def holds(self) -> bool:
@@ -63,6 +77,7 @@ class PodNpus:
         data = asdict(self)
         data["devices"] = list(self.devices)
         data["shares"] = [{"device": d, "core_percent": p} for d, p in self.shares]
+        data["claims"] = list(self.claims)
         return data
 
 
@@ -79,6 +94,11 @@ class NodeNpus:
     shared_devices: int
     shared_core_percent: int
     pods: list[str] = field(default_factory=list)
+    #: What serves its NPUs: ``device-plugin`` or ``dra``.
+    driver: str = "device-plugin"
+    #: DRA nodes: every device of the node's ResourceSlice(s), and those claims hold.
+    devices: list[str] = field(default_factory=list)
+    allocated_devices: list[str] = field(default_factory=list)
 
     @property
     def free(self) -> int:
@@ -107,8 +127,59 @@ def asks_for_npu(pod: Mapping[str, Any]) -> bool:
     return False
 
 
-def pod_npus(pod: Mapping[str, Any]) -> PodNpus:
-    """The NPUs of one pod: the placement record when present, else its requests."""
+#: A pod's claims by name (the claims of its namespace).
+Claims = Mapping[str, Mapping[str, Any]]
+
+
+def _split(
+    devices: Sequence[AllocatedDevice],
+) -> tuple[tuple[str, ...], tuple[tuple[str, int], ...]]:
+    """Whole devices and (device, core percent) shares of claims' allocations. The driver's
+    devices allow several allocations (consumable capacity), so every result may carry a
+    ``shareID``: a share is a result that consumes less than a whole device's ``compute``
+    (100, percent of one NPU); one consuming all of it, or none recorded, is whole."""
+    whole: list[str] = []
+    shares: list[tuple[str, int]] = []
+    for d in devices:
+        compute = _compute(d)
+        if compute is not None and compute < CORE_UNITS_PER_DEVICE:
+            shares.append((d.device, compute))
+        else:
+            whole.append(d.device)
+    return tuple(dict.fromkeys(whole)), tuple(shares)
+
+
+def _compute(device: AllocatedDevice) -> int | None:
+    """The ``compute`` (percent of one NPU) a result consumes; None when not recorded."""
+    amount = dict(device.consumed).get("compute")
+    if amount is None:
+        return None
+    try:
+        return int(str(amount))
+    except ValueError:
+        return None
+
+
+def _claim_devices(
+    pod: Mapping[str, Any], claims: Claims, driver: str
+) -> tuple[tuple[str, ...], list[AllocatedDevice]] | None:
+    """The names of ``pod``'s claims and ``driver``'s devices they were allocated; None
+    when the pod uses no claim or one of them is not (or no longer) there to read."""
+    used = [c.claim for c in pod_claims(pod)]
+    if not used or not all(c in claims for c in used):
+        return None
+    found: list[AllocatedDevice] = []
+    for name in dict.fromkeys(used):
+        found += allocated_devices(claims[name], driver)
+    return tuple(dict.fromkeys(used)), found
+
+
+def pod_npus(
+    pod: Mapping[str, Any], claims: Claims | None = None, *, driver: str = DRA_DRIVER
+) -> PodNpus:
+    """The NPUs of one pod: the placement record when present, else the devices of its
+    claims (``claims``: its namespace's, by name), else the ``kubenpu.io/devices`` the
+    extender wrote for a DRA pod, else its requests."""
     meta = _meta(pod)
     base = functools.partial(
         PodNpus,
@@ -134,20 +205,145 @@ def pod_npus(pod: Mapping[str, Any]) -> PodNpus:
             if m < MILLI_PER_DEVICE
         )
         return base(npus=len(whole), devices=whole, shares=shares)
+    try:
+        claimed = _claim_devices(pod, claims or {}, driver)
+    except ObjectError as exc:
+        return base(npus=request.npus, problem=str(exc))
+    if claimed is not None and claimed[1]:
+        names, found = claimed
+        whole, shares = _split(found)
+        return base(npus=len(whole), devices=whole, shares=shares, claims=names)
+    annotations = _meta(pod).get("annotations") or {}
+    told = str(annotations.get(ANNOTATION_DEVICES) or "")
+    if told and ANNOTATION_NODE not in annotations:  # a DRA pod: its claim's devices
+        ids = tuple(d.strip() for d in told.split(",") if d.strip())
+        return base(npus=len(ids), devices=ids)
     shares = (("", request.share_milli // MILLI_PER_CORE_UNIT),) if request.share_milli else ()
     return base(npus=request.npus, shares=shares)
 
 
-def npu_pods(pods: Iterable[Mapping[str, Any]]) -> list[PodNpus]:
-    """The pods asking for NPUs, sorted by namespace and name."""
-    found = [pod_npus(p) for p in pods if asks_for_npu(p)]
+def uses_claims(pod: Mapping[str, Any]) -> bool:
+    """Whether the pod names ResourceClaims (DRA), read or not."""
+    spec, status = pod.get("spec") or {}, pod.get("status") or {}
+    return bool(spec.get("resourceClaims") or status.get("extendedResourceClaimStatus"))
+
+
+def claims_by_namespace(
+    claims: Iterable[Mapping[str, Any]],
+) -> dict[str, dict[str, Mapping[str, Any]]]:
+    """ResourceClaims as the API lists them, by namespace and name."""
+    out: dict[str, dict[str, Mapping[str, Any]]] = {}
+    for claim in claims:
+        meta = _meta(claim)
+        out.setdefault(str(meta.get("namespace", "")), {})[str(meta.get("name", ""))] = claim
+    return out
+
+
+def npu_pods(
+    pods: Iterable[Mapping[str, Any]],
+    claims: Iterable[Mapping[str, Any]] = (),
+    *,
+    driver: str = DRA_DRIVER,
+) -> list[PodNpus]:
+    """The pods asking for NPUs (through ``aliyun.com/npu*`` or claims of ``driver``),
+    sorted by namespace and name; ``claims``: the ResourceClaims as listed."""
+    index = claims_by_namespace(claims)
+    found = []
+    for p in pods:
+        if not (asks_for_npu(p) or uses_claims(p)):
+            continue
+        row = pod_npus(p, index.get(str(_meta(p).get("namespace", "")), {}), driver=driver)
+        if asks_for_npu(p) or row.claims:
+            found.append(row)
     return sorted(found, key=lambda p: (p.namespace, p.name))
 
 
-def npu_nodes(nodes: Iterable[Mapping[str, Any]], pods: Sequence[PodNpus]) -> list[NodeNpus]:
-    """Every node with NPUs and what the pods bound to it hold, sorted by name."""
+def _slice_devices(
+    slices: Iterable[Mapping[str, Any]], node: str, driver: str
+) -> tuple[list[str], set[str], set[str]]:
+    """``driver``'s devices on ``node`` (its ResourceSlices), the unhealthy ones among them
+    (attribute ``healthy`` false, or a NoSchedule/NoExecute device taint), and the pools."""
+    devices: list[str] = []
+    unhealthy: set[str] = set()
+    pools: set[str] = set()
+    for obj in slices:
+        spec = obj.get("spec") or {}
+        if spec.get("driver") != driver or spec.get("nodeName") != node:
+            continue
+        pools.add(str((spec.get("pool") or {}).get("name", "")))
+        for device in spec.get("devices") or []:
+            name = str(device.get("name", ""))
+            devices.append(name)
+            healthy = ((device.get("attributes") or {}).get("healthy") or {}).get("bool", True)
+            taints = {t.get("effect") for t in device.get("taints") or [] if isinstance(t, Mapping)}
+            if healthy is False or taints & {"NoSchedule", "NoExecute"}:
+                unhealthy.add(name)
+    return sorted(dict.fromkeys(devices), key=_natural), unhealthy, pools
+
+
+def _natural(name: str) -> tuple[str, int]:
+    head = name.rstrip("0123456789")
+    tail = name[len(head) :]
+    return head, int(tail) if tail else -1
+
+
+def _dra_node(
+    node: Mapping[str, Any],
+    pods: Sequence[PodNpus],
+    slices: Sequence[Mapping[str, Any]],
+    claims: Sequence[Mapping[str, Any]],
+    driver: str,
+) -> NodeNpus:
+    """One DRA node: its slice's devices, what the claims' allocations hold of them."""
+    name = str(_meta(node).get("name", ""))
+    devices, unhealthy, pools = _slice_devices(slices, name, driver)
+    held: list[AllocatedDevice] = []
+    for claim in claims:
+        if not is_allocated(claim):
+            continue
+        try:
+            found = allocated_devices(claim, driver)
+        except ObjectError:
+            continue
+        held += [d for d in found if d.pool in pools and d.device in devices]
+    whole, shares = _split(held)
+    shared = {d for d, _ in shares} - set(whole)
+    mine = [p for p in pods if p.node == name and p.holds]
+    return NodeNpus(
+        name=name,
+        model=str((_meta(node).get("labels") or {}).get(LABEL_NPU_MODEL, "")),
+        total=len(devices),
+        unhealthy=len(unhealthy),
+        allocated=len(whole),
+        shared_devices=len(shared),
+        shared_core_percent=sum(pct for d, pct in shares if d in shared),
+        pods=[f"{p.namespace}/{p.name}" for p in mine],
+        driver=NPU_DRIVER_DRA,
+        devices=devices,
+        allocated_devices=sorted({*whole, *shared}, key=_natural),
+    )
+
+
+def is_dra_node(node: Mapping[str, Any]) -> bool:
+    """Whether the DRA driver serves the node's NPUs (its ``kubenpu.io/npu-driver`` label)."""
+    return (_meta(node).get("labels") or {}).get(LABEL_NPU_DRIVER) == NPU_DRIVER_DRA
+
+
+def npu_nodes(
+    nodes: Iterable[Mapping[str, Any]],
+    pods: Sequence[PodNpus],
+    slices: Sequence[Mapping[str, Any]] = (),
+    claims: Sequence[Mapping[str, Any]] = (),
+    *,
+    driver: str = DRA_DRIVER,
+) -> list[NodeNpus]:
+    """Every node with NPUs and what the pods bound to it hold, sorted by name; a DRA node
+    (even one whose slice is not published yet) from ``slices`` and ``claims``."""
     rows = []
     for node in nodes:
+        if is_dra_node(node):
+            rows.append(_dra_node(node, pods, slices, claims, driver))
+            continue
         try:
             total, allocatable = node_npu_counts(node)
         except ObjectError:
@@ -168,9 +364,25 @@ def npu_nodes(nodes: Iterable[Mapping[str, Any]], pods: Sequence[PodNpus]) -> li
                 shared_devices=len(shared),
                 shared_core_percent=sum(pct for p in mine for _, pct in p.shares),
                 pods=[f"{p.namespace}/{p.name}" for p in mine],
+                devices=_inventory_ids(node),
+                allocated_devices=sorted(
+                    {d for p in mine for d in p.devices} | shared, key=_natural
+                ),
             )
         )
     return sorted(rows, key=lambda r: r.name)
+
+
+def _inventory_ids(node: Mapping[str, Any]) -> list[str]:
+    """The device ids the device plugin published on the Node ([] when none or unreadable)."""
+    text = (_meta(node).get("annotations") or {}).get(ANNOTATION_DEVICE_INVENTORY)
+    if not text:
+        return []
+    try:
+        devices = devices_from_inventory(str(text), str(_meta(node).get("name", "")))
+    except ObjectError:
+        return []
+    return [d.id for d in devices]
 
 
 def node_table(rows: Sequence[NodeNpus]) -> list[list[str]]:
