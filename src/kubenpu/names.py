@@ -86,5 +86,10 @@ LABEL_ADMISSION: Final = _ANNOTATION_PREFIX + "admission"
 #: clean-up selects on it) and the node each validates.
 LABEL_VALIDATE_RUN: Final = _ANNOTATION_PREFIX + "validate-run"
 ANNOTATION_VALIDATE_NODE: Final = _ANNOTATION_PREFIX + "validate-node"
+#: On a PodGroup: ``none`` (default), ``prefer`` or ``require`` one topology domain for
+#: its gang (one node, then one node group), when the group sets no topology constraint.
+ANNOTATION_GANG_TOPOLOGY: Final = _ANNOTATION_PREFIX + "gang-topology"
+#: On a PodGroup: the node label whose value names a node group (gang topology).
+ANNOTATION_GANG_GROUP_LABEL: Final = _ANNOTATION_PREFIX + "gang-group-label"
 #: The DRA driver's name: ResourceSlices, the DeviceClass and attribute domains carry it.
 DRA_DRIVER: Final = "npu.aliyun.com"

@@ -39,6 +39,8 @@ EXPECTED_RULES: dict[str, dict[tuple[str, str], set[str]]] = {
         # slices and the claims' allocations (kubenpu.extender.cache).
         ("resource.k8s.io", "resourceclaims"): {"get", "list", "watch"},
         ("resource.k8s.io", "resourceslices"): {"list", "watch"},
+        # gang members' filter reads their PodGroup's policy (kubenpu.extender.gangs).
+        ("scheduling.k8s.io", "podgroups"): {"get"},
     },
     # draDriver mode: the node's one ResourceSlice kept as it should be (list by node,
     # create, update, delete stale ones: kubenpu.dra.kubeapi.SlicePublisher), the claims it

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -153,3 +154,32 @@ class Cluster:
             "node agents freed every device",
             lambda: all(not self.dev.allocations(n.name) for n in self.dev.npu_nodes),
         )
+
+
+def records(cluster: Cluster) -> dict[str, dict[str, Any]]:
+    """Live pods by name, each with its placement record: (node, devices, shares) or None."""
+    out = {}
+    for p in cluster.get(cluster.api.list_namespaced_pod, NAMESPACE)["items"]:
+        if p["status"].get("phase") in ("Succeeded", "Failed"):
+            continue
+        ann = p["metadata"].get("annotations") or {}
+        rec = None
+        if names.ANNOTATION_NODE in ann:
+            rec = (
+                ann[names.ANNOTATION_NODE],
+                ann[names.ANNOTATION_DEVICES].split(","),
+                [int(s) for s in ann[names.ANNOTATION_SHARES].split(",")],
+            )
+        out[p["metadata"]["name"]] = {"pod": p, "record": rec}
+    return out
+
+
+def overcommitted(pods: dict[str, dict[str, Any]]) -> dict[tuple[str, str], int]:
+    """The (node, device)s whose recorded shares add up to more than one device."""
+    used: dict[tuple[str, str], int] = defaultdict(int)
+    for entry in pods.values():
+        if entry["record"] is not None:
+            node, devices, shares = entry["record"]
+            for device, share in zip(devices, shares, strict=True):
+                used[(node, device)] += share
+    return {k: v for k, v in used.items() if v > names.MILLI_PER_DEVICE}

@@ -23,14 +23,13 @@ from typing import Any
 import pytest
 import yaml
 
-from e2e.support import NAMESPACE, Cluster
+from e2e.support import NAMESPACE, Cluster, overcommitted, records
 from kubenpu import names
 from kubenpu.devcluster.cluster import ClusterSpec, up
 
 pytestmark = pytest.mark.e2e
 
 NODE1, NODE2 = "npu-node-1", "npu-node-2"
-FULL = 1000
 PRIORITIES = {"lowest": 10, "lower": 50, "low": 100, "mid": 200, "high": 1000}
 
 
@@ -54,34 +53,6 @@ def small() -> Iterator[Cluster]:
         yield cluster
     finally:
         dev.down()
-
-
-def records(cluster: Cluster) -> dict[str, dict[str, Any]]:
-    """Live pods by name, each with its record: node, devices, shares."""
-    out = {}
-    for p in cluster.get(cluster.api.list_namespaced_pod, NAMESPACE)["items"]:
-        if p["status"].get("phase") in ("Succeeded", "Failed"):
-            continue
-        ann = p["metadata"].get("annotations") or {}
-        rec = None
-        if names.ANNOTATION_NODE in ann:
-            rec = (
-                ann[names.ANNOTATION_NODE],
-                ann[names.ANNOTATION_DEVICES].split(","),
-                [int(s) for s in ann[names.ANNOTATION_SHARES].split(",")],
-            )
-        out[p["metadata"]["name"]] = {"pod": p, "record": rec}
-    return out
-
-
-def overcommitted(pods: dict[str, dict[str, Any]]) -> dict[tuple[str, str], int]:
-    used: dict[tuple[str, str], int] = defaultdict(int)
-    for entry in pods.values():
-        if entry["record"] is not None:
-            node, devices, shares = entry["record"]
-            for device, share in zip(devices, shares, strict=True):
-                used[(node, device)] += share
-    return {k: v for k, v in used.items() if v > FULL}
 
 
 @pytest.fixture

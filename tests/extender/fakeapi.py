@@ -108,6 +108,8 @@ class FakeApi:
         self.claims: dict[tuple[str, str], dict] = {}
         #: ResourceSlices, listed by the extender's informer.
         self.slices: list[dict] = []
+        #: PodGroups by (namespace, name), read by gang members' filter.
+        self.pod_groups: dict[tuple[str, str], dict] = {}
         self.calls: list[str] = []
         self.fail: dict[str, ApiError] = {}
         #: Called between the patch and the list of a bind (to interleave two binders).
@@ -187,6 +189,14 @@ class FakeApi:
             found = self.claims.get((namespace, name))
             if found is None:
                 raise ApiError(f'resourceclaims.resource.k8s.io "{name}" not found', 404)
+            return copy.deepcopy(found)
+
+    def get_pod_group(self, namespace: str, name: str) -> dict:
+        with self.lock:
+            self._maybe_fail("podgroup")
+            found = self.pod_groups.get((namespace, name))
+            if found is None:
+                raise ApiError(f'podgroups.scheduling.k8s.io "{name}" not found', 404)
             return copy.deepcopy(found)
 
     # -- informers -------------------------------------------------------------------

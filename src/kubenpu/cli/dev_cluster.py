@@ -95,6 +95,12 @@ def up(
         help="Serve only the last N NPU nodes with the DRA driver, the others with the "
         "device plugin (a mixed cluster).",
     ),
+    workloads: bool = typer.Option(
+        False,
+        "--workloads",
+        help="Serve the Workload API (PodGroups) and kube-scheduler's gang scheduling, "
+        "off by default in Kubernetes 1.37 (docs/preemption.md, Gangs).",
+    ),
 ) -> None:
     """Start the cluster and return once it is usable; it keeps running until `down`.
 
@@ -115,6 +121,7 @@ def up(
             npu_model=npu_model,
             node_kind="agent" if node_agent else "real",
             dra_nodes=nodes if dra else dra_nodes,
+            workloads=workloads,
         )
         if binaries.missing():
             typer.echo(

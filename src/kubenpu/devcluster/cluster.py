@@ -104,6 +104,9 @@ class ClusterSpec:
     #: How many NPU nodes (the last ones) the DRA driver serves instead of the device
     #: plugin; real nodes only.
     dra_nodes: int = 0
+    #: Serve the Workload API (PodGroups; kube-scheduler's gang scheduling), off by
+    #: default in Kubernetes 1.37.
+    workloads: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.dra_nodes <= self.npu_nodes:
@@ -946,7 +949,9 @@ def up(
         start("etcd", controlplane.etcd_argv(bin_dir / "etcd", paths, ports))
         start(
             "kube-apiserver",
-            controlplane.apiserver_argv(bin_dir / "kube-apiserver", paths, ports, plan),
+            controlplane.apiserver_argv(
+                bin_dir / "kube-apiserver", paths, ports, plan, workloads=spec.workloads
+            ),
         )
         start(
             "kube-scheduler",
@@ -955,6 +960,7 @@ def up(
                 paths,
                 ports,
                 dev_extender.scheduler_config_path(paths) if addons else None,
+                workloads=spec.workloads,
             ),
         )
         if plan is not None:
@@ -994,7 +1000,9 @@ def up(
         # Started once the bootstrap roles exist: it exits if its first reads are refused.
         start(
             "kube-controller-manager",
-            controlplane.controller_manager_argv(bin_dir / "kube-controller-manager", paths, ports),
+            controlplane.controller_manager_argv(
+                bin_dir / "kube-controller-manager", paths, ports, workloads=spec.workloads
+            ),
         )
         # The extender starts once its role exists: until then every list would be refused.
         if plan is not None:

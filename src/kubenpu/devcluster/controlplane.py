@@ -236,13 +236,29 @@ def etcd_argv(binary: Path, paths: Paths, ports: Ports) -> list[str]:
     ]
 
 
+def workload_api_flags(component: str) -> list[str]:
+    """The flags that serve the Workload API (PodGroups, gang scheduling) on ``component``:
+    GenericWorkload is beta but off by default in 1.37, and its API version is a beta one
+    the API server does not serve unless asked."""
+    flags = ["--feature-gates=GenericWorkload=true"]
+    if component == "kube-apiserver":
+        flags.append("--runtime-config=scheduling.k8s.io/v1beta1=true")
+    return flags
+
+
 def apiserver_argv(
-    binary: Path, paths: Paths, ports: Ports, network: NetworkPlan | None = None
+    binary: Path,
+    paths: Paths,
+    ports: Ports,
+    network: NetworkPlan | None = None,
+    *,
+    workloads: bool = False,
 ) -> list[str]:
     """kube-apiserver on 127.0.0.1, client-certificate authentication, Node and RBAC.
 
     ``network`` is the real nodes' network; without it (node agents only) the Service
-    range stays on loopback and the ``kubernetes`` Service has no endpoints."""
+    range stays on loopback and the ``kubernetes`` Service has no endpoints. ``workloads``
+    serves the Workload API (:func:`workload_api_flags`)."""
     if network is not None:
         where = [
             f"--advertise-address={network.gateway}",
@@ -286,16 +302,18 @@ def apiserver_argv(
         f"--kubelet-client-key={paths.key('apiserver-kubelet-client')}",
         f"--kubelet-certificate-authority={paths.cert('ca')}",
         "--allow-privileged=true",
+        *(workload_api_flags("kube-apiserver") if workloads else []),
         "--profiling=false",
         "--v=1",
     ]
 
 
 def scheduler_argv(
-    binary: Path, paths: Paths, ports: Ports, config: Path | None = None
+    binary: Path, paths: Paths, ports: Ports, config: Path | None = None, *, workloads: bool = False
 ) -> list[str]:
     """The unmodified kube-scheduler, as system:kube-scheduler: the default profile, or
-    the KubeSchedulerConfiguration ``config`` (which names the kubeconfig itself)."""
+    the KubeSchedulerConfiguration ``config`` (which names the kubeconfig itself); with
+    ``workloads``, its GangScheduling plugin too (:func:`workload_api_flags`)."""
     kubeconfig = str(paths.scheduler_kubeconfig)
     return [
         str(binary),
@@ -307,12 +325,15 @@ def scheduler_argv(
         f"--cert-dir={paths.root / 'kube-scheduler'}",
         # One scheduler; leader election would only delay its start.
         "--leader-elect=false",
+        *(workload_api_flags("kube-scheduler") if workloads else []),
         "--profiling=false",
         "--v=1",
     ]
 
 
-def controller_manager_argv(binary: Path, paths: Paths, ports: Ports) -> list[str]:
+def controller_manager_argv(
+    binary: Path, paths: Paths, ports: Ports, *, workloads: bool = False
+) -> list[str]:
     """kube-controller-manager with every default controller, as system:kube-controller-manager
     (each controller with its own service account, as kubeadm sets it up). No --cluster-cidr:
     node IPAM is off (each real node's pod range is set in its own CNI config)."""
@@ -329,6 +350,7 @@ def controller_manager_argv(binary: Path, paths: Paths, ports: Ports) -> list[st
         f"--root-ca-file={paths.cert('ca')}",
         "--use-service-account-credentials=true",
         "--leader-elect=false",
+        *(workload_api_flags("kube-controller-manager") if workloads else []),
         "--profiling=false",
         "--v=1",
     ]

@@ -58,12 +58,14 @@ def place_gang(
     topology: Topology = "none",
     group_label: str | None = None,
     keep: bool = False,
+    among: np.ndarray | None = None,
 ) -> GangPlan | None:
     """Whether at least ``min_count`` (default: all) of ``members`` fit at once, and where.
 
     Members already holding a placement in the state count as placed where they are. With
     ``keep`` the placements of a successful plan stay reserved; otherwise (and always on
-    failure) the state is left as it was. None: the gang does not fit now.
+    failure) the state is left as it was. ``among`` (a node mask) limits where members go.
+    None: the gang does not fit now.
     """
     state = engine.state
     need = len(members) if min_count is None else min_count
@@ -77,8 +79,10 @@ def place_gang(
     # Largest first: whole NPUs by count, then shares by size, then CPU; names keep it stable.
     todo.sort(key=lambda r: (-r.npus, -r.share_milli, -r.cpu_milli, -r.memory_mib, r.name))
 
-    for domain, among in _domains(state, todo, topology, group_label):
-        placed = _try(engine, todo, need - len(held), among, keep)
+    for domain, mask in _domains(state, todo, topology, group_label):
+        if among is not None:
+            mask = among if mask is None else mask & among
+        placed = _try(engine, todo, need - len(held), mask, keep)
         if placed is not None:
             done = {p.pod for p in held + placed}
             waiting = tuple(sorted(r.name for r in members if r.name not in done))

@@ -39,5 +39,9 @@ class WatchableApi(KubeApi, Protocol):
     def watch(self, kind: str, version: str) -> Iterator[dict[str, Any]]:
         """Watch events of ``kind`` from ``version``."""
 
+    def get_pod_group(self, namespace: str, name: str) -> dict[str, Any]:
+        """The PodGroup (``scheduling.k8s.io/v1beta1``): gang members' filter reads its
+        policy."""
+
     def list_pod_disruption_budgets(self) -> builtins.list[dict[str, Any]]:
         """Every PodDisruptionBudget (policy/v1), read afresh (preempt's PDB flags)."""

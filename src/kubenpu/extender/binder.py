@@ -36,6 +36,7 @@ from kubenpu.adapters.kube import placement_from_pod, placement_patch, pod_key, 
 from kubenpu.errors import ApiError, Conflict, ObjectError, PlacementError
 from kubenpu.extender.api import KubeApi
 from kubenpu.extender.cache import ClusterCache
+from kubenpu.extender.gangs import GangBook
 from kubenpu.extender.metrics import ExtenderMetrics
 from kubenpu.extender.wire import ExtenderBindingArgs
 from kubenpu.model import Placement, Request
@@ -93,6 +94,7 @@ class Binder:
         metrics: ExtenderMetrics,
         clock: Callable[[], str] = now,
         on_bound: Callable[[Mapping[str, Any]], None] | None = None,
+        gangs: GangBook | None = None,
     ) -> None:
         self.cache = cache
         self.lock = lock
@@ -103,6 +105,9 @@ class Binder:
         #: preempt knows of a node's pods must include the ones bound a moment ago, as
         #: kube-scheduler's own cache (which assumes them) does.
         self._on_bound = on_bound
+        #: Gang plans: a member binds to its planned devices; everyone else's choice sees
+        #: them taken.
+        self.gangs = gangs or GangBook()
         #: One lock per node: binds there are serialised, binds elsewhere are not.
         self._serial: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         self._serial_guard = threading.Lock()
@@ -238,8 +243,9 @@ class Binder:
             raise BindError("no_claim", f"pod {ns}/{name} on DRA node {node}: {err}") from None
 
     def _bound(self, pod: Mapping[str, Any], node: str) -> None:
-        if self._on_bound is not None:
-            with self.lock:
+        with self.lock:
+            self.gangs.bound(pod_key(pod))
+            if self._on_bound is not None:
                 self._on_bound({**pod, "spec": {**(pod.get("spec") or {}), "nodeName": node}})
 
     def _reserve(
@@ -258,7 +264,10 @@ class Binder:
             i = engine.state.node_index.get(node)
             if i is None:
                 raise BindError("unknown_node", f"node {node} is not known to kubenpu")
-            with self.cache.released(key):
+            planned = self.gangs.planned(key)
+            if planned is not None and planned.node == node:
+                recorded = planned  # the devices its gang's plan holds for it
+            with self.cache.released(key), self.gangs.held(engine.state, key):
                 if recorded is not None and recorded.node == node:
                     # Kept from an interrupted bind: the device plugin may already follow it.
                     try:

@@ -1,5 +1,9 @@
 """Filter and prioritize from the engine's own steps; bind is :mod:`binder`'s.
 
+Members of a gang (a Workload API PodGroup with a gang policy) are decided by
+:class:`gangs.GangBook`: all at once at the first member's filter, the plan then held; every
+other decision sees the planned devices taken.
+
 Nodes whose NPUs the DRA driver serves (label ``kubenpu.io/npu-driver=dra``,
 :meth:`ClusterCache.dra_rows`) are not kubenpu's to filter: kube-scheduler's own
 DynamicResources plugin allocates their devices, so filter passes them. Prioritize rates
@@ -20,13 +24,15 @@ from typing import Any
 import numpy as np
 
 from kubenpu.adapters.kube import pod_key, request_from_pod
+from kubenpu.adapters.podgroup import GangPolicy, pod_group_of
 from kubenpu.engine.fit import REASONS
 from kubenpu.engine.framework import Scored
 from kubenpu.engine.state import ClusterState
-from kubenpu.errors import ObjectError
+from kubenpu.errors import ApiError, ObjectError
 from kubenpu.extender.api import KubeApi
 from kubenpu.extender.binder import Binder, now
 from kubenpu.extender.cache import ClusterCache
+from kubenpu.extender.gangs import GangBook, Verdict
 from kubenpu.extender.metrics import ExtenderMetrics
 from kubenpu.extender.wire import (
     MAX_EXTENDER_PRIORITY,
@@ -59,11 +65,16 @@ class Extender:
         *,
         clock: Callable[[], str] = now,
         on_bound: Callable[[Mapping[str, Any]], None] | None = None,
+        gang_policy: Callable[[str], GangPolicy | None] | None = None,
     ) -> None:
         self.cache = cache
         self.metrics = metrics or ExtenderMetrics()
         self.lock = threading.RLock()
-        self.binder = Binder(cache, self.lock, api, self.metrics, clock, on_bound)
+        #: Gang members and plans (fed by the pod informer); gangs are only recognised
+        #: with ``gang_policy``, the reader of a PodGroup's policy (``namespace/name``).
+        self.gangs = GangBook()
+        self._gang_policy = gang_policy
+        self.binder = Binder(cache, self.lock, api, self.metrics, clock, on_bound, gangs=self.gangs)
         #: (state, names, their rows): the last few lists, most recent first.
         self._recent: list[tuple[ClusterState, list[str], np.ndarray]] = []
 
@@ -86,11 +97,25 @@ class Extender:
             result["FailedAndUnresolvableNodes"] = dict.fromkeys(names, str(err))
             self.metrics.count("filter", "unschedulable", "invalid_pod")
             return result
+        try:
+            policy = self._policy_of(pod)
+        except (ApiError, ObjectError) as err:
+            result["FailedNodes"] = dict.fromkeys(names, str(err))
+            self.metrics.count("filter", "unschedulable", "gang")
+            return result
         with self.lock:
             self.cache.note_request(req)
             engine = self.cache.engine()  # the task mix may have changed
             rows = self._rows(engine.state, names)
-            with self.cache.released(key):
+            if policy is not None:
+                among = np.zeros(engine.state.num_nodes, dtype=bool)
+                among[rows[rows >= 0]] = True
+                among &= ~self.cache.dra_rows()  # the engine plans device-plugin nodes
+                verdict = self.gangs.verdict(engine, key, req, policy, among)
+                if verdict.placement is not None or verdict.why:
+                    dra = np.append(self.cache.dra_rows(), False)[rows]
+                    return self._gang_filter(result, names, verdict, dra, started)
+            with self.cache.released(key), self.gangs.held(engine.state, key):
                 # Row -1 (an unknown name) reads the appended False / _UNKNOWN. DRA nodes
                 # pass unjudged: kube-scheduler's DynamicResources plugin decides for them.
                 fits = np.append(engine.filter(req) | self.cache.dra_rows(), False)[rows]
@@ -130,6 +155,49 @@ class Extender:
         self.metrics.latency.labels("filter").observe(time.perf_counter() - started)
         return result
 
+    def _policy_of(self, pod: Mapping[str, Any]) -> GangPolicy | None:
+        """The gang policy of the pod's PodGroup; None: not a gang member (or gangs are
+        not recognised). Raises ``ApiError``/``ObjectError`` if it cannot be read."""
+        group = pod_group_of(pod)
+        if group is None or self._gang_policy is None:
+            return None
+        try:
+            return self._gang_policy(group)
+        except ApiError as err:
+            raise ApiError(f"pod group {group} cannot be read: {err}", err.status) from None
+
+    def _gang_filter(
+        self,
+        result: ExtenderFilterResult,
+        names: list[str],
+        verdict: Verdict,
+        dra: np.ndarray,
+        started: float,
+    ) -> ExtenderFilterResult:
+        """A gang member's filter: its planned node only; with no plan, no device-plugin
+        node (saying why) and the DRA nodes (``dra``, per name), which are not kubenpu's
+        to judge."""
+        planned = verdict.placement
+        if planned is None:
+            result["NodeNames"] = list(compress(names, dra.tolist()))
+            result["FailedNodes"] = {
+                n: verdict.why for n, d in zip(names, dra.tolist(), strict=True) if not d
+            }
+            if result["NodeNames"]:
+                self.metrics.count("filter", "ok")
+            else:
+                self.metrics.count("filter", "unschedulable", "gang")
+        else:
+            why = f"planned for its gang on {planned.node}"
+            result["NodeNames"] = [n for n in names if n == planned.node]
+            result["FailedNodes"] = {n: why for n in names if n != planned.node}
+            if result["NodeNames"]:
+                self.metrics.count("filter", "ok")
+            else:
+                self.metrics.count("filter", "unschedulable", "gang")
+        self.metrics.latency.labels("filter").observe(time.perf_counter() - started)
+        return result
+
     def _rows(self, state: ClusterState, names: list[str]) -> np.ndarray:
         """Row of each name in ``state`` (-1: unknown), remembered for the last few lists."""
         for i, (known_state, known_names, rows) in enumerate(self._recent):
@@ -164,7 +232,11 @@ class Extender:
             key, req = pod_key(pod), request_from_pod(pod)
         except ObjectError:
             key = ""
-        if key:
+        with self.lock:
+            planned = self.gangs.planned(key) if key else None
+        if planned is not None:
+            scores[[n == planned.node for n in names]] = MAX_EXTENDER_PRIORITY
+        elif key:
             with self.lock:
                 engine = self.cache.engine()
                 rows = self._rows(engine.state, names)
@@ -172,7 +244,7 @@ class Extender:
                 among = np.zeros(engine.state.num_nodes, dtype=bool)
                 among[rows[rows >= 0]] = True
                 among &= ~unknown  # DRA nodes without a slice: the engine sees no NPUs
-                with self.cache.released(key):
+                with self.cache.released(key), self.gangs.held(engine.state, key):
                     scored = engine.score(req, among)
             if scored.pick >= 0:
                 scores = _extender_scores(scored, rows)

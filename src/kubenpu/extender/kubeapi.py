@@ -141,6 +141,25 @@ class KubernetesApi:
         pods: builtins.list[dict[str, Any]] = json.loads(response.data).get("items") or []
         return pods
 
+    def get_pod_group(self, namespace: str, name: str) -> dict[str, Any]:
+        """The PodGroup ``namespace/name`` (Workload API, scheduling.k8s.io/v1beta1)."""
+        try:
+            response = raw(
+                self.custom.get_namespaced_custom_object(
+                    "scheduling.k8s.io",
+                    "v1beta1",
+                    namespace,
+                    "podgroups",
+                    name,
+                    _preload_content=False,
+                    _request_timeout=_TIMEOUT,
+                )
+            )
+        except ApiException as err:
+            raise _error(err, f"get podgroup {namespace}/{name}") from None
+        group: dict[str, Any] = json.loads(response.data)
+        return group
+
     def list_pod_disruption_budgets(self) -> builtins.list[dict[str, Any]]:
         """Every PodDisruptionBudget (policy/v1), a consistent read: preempt lists them
         once per call, as rare as preemptions are."""

@@ -14,6 +14,7 @@ from kubenpu.errors import ObjectError
 from kubenpu.extender.api import WatchableApi
 from kubenpu.extender.cache import ClusterCache
 from kubenpu.extender.core import Extender
+from kubenpu.extender.gangs import GangPolicies
 from kubenpu.extender.informer import Informer, InformerGroup
 from kubenpu.extender.metrics import ExtenderMetrics
 from kubenpu.extender.preempt import PodIndex, Preempter
@@ -40,7 +41,13 @@ class ExtenderService:
         #: What preempt needs of the pods beyond the cache, fed by the same informer and
         #: by the extender's own binds.
         self.pods = PodIndex()
-        self.extender = Extender(self.cache, api, self.metrics, on_bound=self.pods.upsert)
+        self.extender = Extender(
+            self.cache,
+            api,
+            self.metrics,
+            on_bound=self.pods.upsert,
+            gang_policy=GangPolicies(api.get_pod_group).get,
+        )
         self.preempter = Preempter(
             self.extender, self.pods, lambda: api.list_pod_disruption_budgets()
         )
@@ -105,6 +112,7 @@ class ExtenderService:
     def _replace_pods(self, objs: list[dict[str, Any]]) -> None:
         self.cache.replace_pods(objs)
         self.pods.replace(objs)
+        self.extender.gangs.replace(objs)
 
     def _pod_event(self, kind: str, obj: dict[str, Any]) -> None:
         with self.extender.lock:
@@ -115,9 +123,11 @@ class ExtenderService:
                     return
                 self.cache.delete_pod(key)
                 self.pods.delete(key)
+                self.extender.gangs.delete_pod(key)
             else:
                 self.cache.upsert_pod(obj)
                 self.pods.upsert(obj)
+                self.extender.gangs.upsert_pod(obj)
             self._gauges()
 
     def _gauges(self) -> None:
