@@ -20,6 +20,7 @@ import yaml
 from e2e.support import NAMESPACE, Cluster, overcommitted, records, wait_for
 from kubenpu import names
 from kubenpu.devcluster.cluster import ClusterSpec, up
+from kubenpu.kubectl_plugin import views
 
 pytestmark = pytest.mark.e2e
 
@@ -91,17 +92,6 @@ def bound(cluster: Cluster, prefix: str) -> dict[str, str]:
     }
 
 
-def why_waiting(cluster: Cluster, name: str) -> str:
-    """The pod's scheduling failures and PodScheduled condition, as one text."""
-    pod = cluster.pod(name) or {}
-    conditions = [
-        c.get("message", "")
-        for c in (pod.get("status") or {}).get("conditions") or []
-        if c.get("type") == "PodScheduled"
-    ]
-    return " | ".join([*cluster.scheduling_failures(name), *conditions])
-
-
 def test_a_gang_of_four_binds_none_on_three_free_npus_and_all_four_once_one_frees(
     cluster: Cluster,
 ) -> None:
@@ -116,8 +106,16 @@ def test_a_gang_of_four_binds_none_on_three_free_npus_and_all_four_once_one_free
         assert bound(cluster, "job-") == {}, "a gang that cannot start was bound in part"
         time.sleep(0.5)
     assert all(records(cluster)[f"job-{i}"]["record"] is None for i in range(4))
-    # Why they wait is on the pods, for `kubectl describe` and `kubectl npu pods`.
-    wait_for("a reason on a member", lambda: why_waiting(cluster, "job-0"), timeout=30)
+
+    # Why they wait is on the pods: the extender's reason for the member it was asked
+    # about, kube-scheduler's minCount for the others; `kubectl npu pods` shows both.
+    def said() -> list[str]:
+        listed = cluster.get(cluster.api.list_namespaced_pod, NAMESPACE)["items"]
+        return [r.waiting for r in views.npu_pods(listed) if r.name.startswith("job-")]
+
+    reasons = wait_for("why the members wait", lambda: all(said()) and said(), timeout=30)
+    assert any("gang default/job: 4 members (min 4) needing 4 whole NPUs" in r for r in reasons)
+    assert all("gang" in r or "minCount (4)" in r for r in reasons), reasons
 
     cluster.api.delete_namespaced_pod("filler", NAMESPACE)
     for i in range(4):

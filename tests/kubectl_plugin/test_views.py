@@ -111,6 +111,53 @@ def test_pod_rows_all_namespaces() -> None:
     )
 
 
+def unschedulable(p: dict, message: str, *, nominated: str = "") -> dict:
+    p["status"] = {
+        "phase": "Pending",
+        "conditions": [
+            {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "Unschedulable",
+                "message": message,
+            }
+        ],
+    }
+    if nominated:
+        p["status"]["nominatedNodeName"] = nominated
+    return p
+
+
+def test_pending_pods_say_why_they_wait() -> None:
+    # A gang member the extender could not place, a preemptor whose victims are going, and a
+    # running pod (no WAITING of its own).
+    gang_why = (
+        "0/2 nodes are available: 2 gang default/job: 4 members (min 4) needing 4 whole NPUs "
+        "do not fit at once."
+    )
+    rows = views.npu_pods(
+        [
+            unschedulable(pod("job-0", npu=1), gang_why),
+            unschedulable(
+                pod("high", npu=1),
+                "0/2 nodes are available: 2 Insufficient aliyun.com/npu.",
+                nominated="npu-node-1",
+            ),
+            pod("run", "npu-node-2", npu=1, annotations=placed("npu-node-2", "npu-0", "1000")),
+        ]
+    )
+    by_name = {r.name: r for r in rows}
+    assert by_name["job-0"].waiting == gang_why
+    assert by_name["high"].waiting == (
+        "preempting on npu-node-1: victims chosen, waiting for them to go; "
+        "0/2 nodes are available: 2 Insufficient aliyun.com/npu."
+    )
+    assert by_name["run"].waiting == ""
+    table = views.pod_table(rows, all_namespaces=False)
+    assert table[0][-1] == "WAITING"
+    assert [row[-1] for row in table[1:]] == [by_name["high"].waiting, gang_why, "-"]
+
+
 def test_pod_rows_one_namespace_and_a_malformed_pod() -> None:
     bad = pod("bad", "npu-node-1", npu=1, core=10)
     rows = views.npu_pods([bad])

@@ -66,6 +66,10 @@ class PodNpus:
     problem: str = ""
     #: The ResourceClaims its NPUs come from (DRA), by name.
     claims: tuple[str, ...] = ()
+    #: Why a pod not bound yet waits: kube-scheduler's last word on it (the reasons of
+    #: the extender's filter among them: a gang that does not fit, no device with room)
+    #: and the node its preemption nominated, victims evicted there.
+    waiting: str = ""
 
     @property
     def holds(self) -> bool:
@@ -187,6 +191,7 @@ def pod_npus(
         name=str(meta.get("name", "")),
         node=str((pod.get("spec") or {}).get("nodeName") or ""),
         phase=str((pod.get("status") or {}).get("phase") or "Pending"),
+        waiting=waiting_reason(pod),
     )
     try:
         placement = placement_from_pod(pod)
@@ -220,6 +225,24 @@ def pod_npus(
         return base(npus=len(ids), devices=ids)
     shares = (("", request.share_milli // MILLI_PER_CORE_UNIT),) if request.share_milli else ()
     return base(npus=request.npus, shares=shares)
+
+
+def waiting_reason(pod: Mapping[str, Any]) -> str:
+    """Why a pod that is not bound yet waits, from its status: the node its preemption
+    nominated (victims were chosen there and are being evicted) and kube-scheduler's
+    ``PodScheduled`` message; "" for a bound pod or one not tried yet."""
+    if (pod.get("spec") or {}).get("nodeName"):
+        return ""
+    status = pod.get("status") or {}
+    said = [
+        str(c.get("message") or c.get("reason") or "")
+        for c in status.get("conditions") or []
+        if isinstance(c, Mapping) and c.get("type") == "PodScheduled" and c.get("status") == "False"
+    ]
+    nominated = status.get("nominatedNodeName")
+    if nominated:
+        said.insert(0, f"preempting on {nominated}: victims chosen, waiting for them to go")
+    return "; ".join(s for s in said if s)
 
 
 def uses_claims(pod: Mapping[str, Any]) -> bool:
@@ -405,8 +428,12 @@ def node_table(rows: Sequence[NodeNpus]) -> list[list[str]]:
 
 
 def pod_table(rows: Sequence[PodNpus], *, all_namespaces: bool) -> list[list[str]]:
-    """Header and rows of ``kubectl npu pods`` (a NAMESPACE column with ``-A``)."""
+    """Header and rows of ``kubectl npu pods`` (a NAMESPACE column with ``-A``, a WAITING
+    column when a pod waits to be scheduled)."""
     header = ["NAME", "NODE", "PHASE", "NPUS", "DEVICES", "SHARES"]
+    waits = any(p.waiting for p in rows)
+    if waits:
+        header.append("WAITING")
     table = [["NAMESPACE", *header] if all_namespaces else header]
     for p in rows:
         if p.problem:
@@ -415,6 +442,8 @@ def pod_table(rows: Sequence[PodNpus], *, all_namespaces: bool) -> list[list[str
             devices = ",".join(p.devices) or ("<unrecorded>" if p.npus else "<none>")
             shares = ",".join(f"{d}:{pct}%" if d else f"{pct}%" for d, pct in p.shares) or "<none>"
         row = [p.name, p.node or "<none>", p.phase, str(p.npus), devices, shares]
+        if waits:
+            row.append(p.waiting or "-")
         table.append([p.namespace, *row] if all_namespaces else row)
     return table
 
