@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 from kubenpu.engine import share_plan
 from kubenpu.engine.baselines import BASELINE_CLASSES, FgdPolicy
+from kubenpu.engine.dra_allocator import DRA_CLASSES
 from kubenpu.engine.fragmentation import task_mix
 from kubenpu.engine.framework import Policy, Profile
 from kubenpu.engine.kubenpu_policy import KubenpuPolicy
@@ -23,7 +24,9 @@ BASELINES = ("random", "dotprod", "clustering", "packing", "bestfit", "fgd")
 #: kubenpu's own policy: the default everywhere.
 DEFAULT = "kubenpu"
 #: Name -> class of every policy a spec may name.
-CLASSES: dict[str, type[Policy]] = BASELINE_CLASSES | {KubenpuPolicy.name: KubenpuPolicy}
+CLASSES: dict[str, type[Policy]] = (
+    BASELINE_CLASSES | {KubenpuPolicy.name: KubenpuPolicy} | DRA_CLASSES
+)
 
 ProfileFactory = Callable[[ClusterState, Sequence[Request]], Profile]
 
