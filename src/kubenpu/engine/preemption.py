@@ -522,8 +522,10 @@ def _cover(
     dfs(0, base_prefix, tuple(deficit[d] for d in dims))
 
 
-def _fewest(weights: Iterable[int], need: int) -> int | None:
-    """How many of ``weights``, largest first, reach ``need`` (None: all of them do not)."""
+def fewest(weights: Iterable[int], need: int) -> int | None:
+    """How many of ``weights``, largest first, reach ``need`` (0 if nothing is needed;
+    None: all of them do not). A lower bound on victims, for the search here and the
+    simulator's."""
     if need <= 0:
         return 0
     total = 0
@@ -561,7 +563,7 @@ class _Suffixes:
         for d, r in enumerate(need):
             rest = r - sum(w[d] for p, w in zip(pods, ws, strict=True) if not p.violates)
             if rest > 0:
-                count = _fewest((w[d] for p, w in zip(pods, ws, strict=True) if p.violates), rest)
+                count = fewest((w[d] for p, w in zip(pods, ws, strict=True) if p.violates), rest)
                 if count is None:
                     return None
                 dirty = max(dirty, count)
@@ -581,7 +583,7 @@ class _Suffixes:
         usable = [j for j in range(len(pods)) if limit is None or pods[j].priority <= limit]
         extra = 0
         for d, r in enumerate(need):
-            count = _fewest((ws[j][d] for j in usable), r)
+            count = fewest((ws[j][d] for j in usable), r)
             if count is None:
                 return (lb_v, lb_top + 1, total, n)  # only items above the cap could: loses
             extra = max(extra, count)

@@ -13,7 +13,7 @@ Steps, as the FGD paper ran them (see ``../shared/traces/openb/README.md``):
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -22,7 +22,9 @@ from kubenpu.engine.framework import Engine, Profile
 from kubenpu.engine.state import FULL, ClusterState
 from kubenpu.errors import InputError
 from kubenpu.model import Node, Request
+from kubenpu.sim.evictions import EvictionStats, Preemptor
 from kubenpu.sim.explain import explain as causes
+from kubenpu.sim.gangs import GangQueue, GangSource, GangStats, place_gang_now
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,10 @@ class RunResult:
     elapsed_s: float
     #: Unallocated device compute (milli) by cause at the end (see ``sim.explain``).
     explain: dict[str, int] | None = None
+    #: With gangs (``sim.gangs``): what became of them.
+    gangs: GangStats | None = None
+    #: With priorities (``sim.evictions``): what preemption did.
+    preemption: EvictionStats | None = None
 
     def as_json(self) -> dict:
         """The JSON form documented for ``kubenpu simulate --format json``."""
@@ -51,7 +57,11 @@ class RunResult:
             "final_allocation_pct": self.final_allocation_pct,
             "unscheduled_pods": self.unscheduled_pods,
             "elapsed_s": round(self.elapsed_s, 3),
-        } | ({"explain_pct": self.explain_pct()} if self.explain is not None else {})
+        } | (
+            ({"explain_pct": self.explain_pct()} if self.explain is not None else {})
+            | ({"gangs": self.gangs.as_json()} if self.gangs is not None else {})
+            | ({"preemption": self.preemption.as_json()} if self.preemption is not None else {})
+        )
 
     def explain_pct(self) -> dict[str, float]:
         """``explain`` as percent of total device capacity."""
@@ -105,6 +115,12 @@ def arrival_order(
     return [workload[i] for i in rng.permutation(len(workload))]
 
 
+def original_name(name: str, originals: frozenset[str] | set[str]) -> str:
+    """The pod of the file that ``name`` (an arrival: an original or an inflated copy
+    ``<pod>-c<k>``) stands for."""
+    return name if name in originals else name.rsplit("-c", 1)[0]
+
+
 def replay(
     nodes: Sequence[Node],
     pods: Sequence[Request],
@@ -114,8 +130,16 @@ def replay(
     tune: float,
     progress: Callable[[int, int], None] | None = None,
     explain: bool = False,
+    gangs: GangSource | None = None,
+    group_label: str | None = None,
+    priorities: Mapping[str, int] | None = None,
 ) -> RunResult:
-    """Run the experiment once; ``make_profile`` builds the policy for the fresh cluster."""
+    """Run the experiment once; ``make_profile`` builds the policy for the fresh cluster.
+
+    With ``gangs``, their members are placed together when the last arrives
+    (``sim.gangs``); with ``priorities`` (by pod of ``pods``; copies inherit them), a pod
+    that fits nowhere evicts lower-priority pods if that makes room (``sim.evictions``).
+    """
     started = time.perf_counter()
     state = ClusterState(nodes)
     if state.total_devices == 0:
@@ -124,18 +148,56 @@ def replay(
     arrivals = arrival_order(pods, capacity, tune, seed)
     profile = make_profile(state, pods)
     engine = Engine(state, profile, seed=seed)
+    queue = GangQueue(gangs.gangs(arrivals), arrivals) if gangs is not None else None
+    preemptor: Preemptor | None = None
+    evictions: EvictionStats | None = None
+    if priorities is not None:
+        originals = {p.name for p in pods}
+        preemptor = Preemptor(
+            state, {r.name: priorities.get(original_name(r.name, originals), 0) for r in arrivals}
+        )
+        evictions = EvictionStats()
 
     points = round(tune * 100)
     curve: list[float] = []
     arrived = 0
     allocated = 0
     turned_away: list[Request] = []
-    for n, req in enumerate(arrivals):
-        decision = engine.place(req)
-        if decision.placement is None:
+
+    def place_one(req: Request) -> None:
+        nonlocal allocated
+        if engine.place(req).placement is not None:
+            if preemptor is not None:
+                preemptor.track(req.name)
+        elif preemptor is None or evictions is None:
             turned_away.append(req)
+            return
         else:
-            allocated += req.device_milli
+            evicted = preemptor.preempt(engine, req, evictions)
+            if evicted is None:
+                turned_away.append(req)
+                return
+            for v in evicted:
+                allocated -= v.device_milli
+                turned_away.append(v)
+        allocated += req.device_milli
+
+    for n, req in enumerate(arrivals):
+        gang = queue.gang_of(req.name) if queue is not None else None
+        if queue is None or gang is None:
+            place_one(req)
+        elif (released := queue.arrive(req)) is not None:
+            gang, members = released
+            plan = place_gang_now(engine, gang, members, group_label)
+            done = {p.pod for p in plan.placements} if plan is not None else set()
+            for m in members:
+                if m.name in done:
+                    allocated += m.device_milli
+                    if preemptor is not None:
+                        preemptor.track(m.name)
+                else:
+                    turned_away.append(m)
+            queue.record(gang, len(members), len(done), plan.domain if plan else None)
         arrived += req.device_milli
         # Record once per whole percent of capacity that arrivals have crossed.
         reached = min(points, arrived * 100 // capacity)
@@ -155,4 +217,6 @@ def replay(
         unscheduled_pods=len(turned_away),
         elapsed_s=time.perf_counter() - started,
         explain=causes(state, turned_away) if explain else None,
+        gangs=queue.stats if queue is not None else None,
+        preemption=evictions,
     )

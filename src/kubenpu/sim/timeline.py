@@ -15,13 +15,23 @@ every node when it last tried, and since then only nodes that something left gai
 capacity; so after a departure from node ``i`` only pods whose CPU, memory, model and
 device ask fit node ``i``'s free capacity (a necessary condition) are retried, through the
 engine itself.
+
+With gangs (``sim.gangs``) a gang is tried when its last member arrives, all or nothing with
+the engine's ``place_gang``; one that does not fit waits as a unit, is retried after a
+departure from a node one of its members could use (before single pods, oldest first), and
+is given up once every member's deletion time has passed; its members' waits count from
+the moment it was complete (waiting for the rest of a gang is not waiting for capacity).
+With priorities (``sim.evictions``) a pod that fits nowhere when it arrives may evict
+lower-priority pods; the evicted ones wait again as if they had just arrived (same runtime,
+same patience), as a controller's replacement pod would. Waiting pods are retried without
+preempting.
 """
 
 from __future__ import annotations
 
 import heapq
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -30,6 +40,8 @@ from kubenpu.engine.framework import Engine, Profile
 from kubenpu.engine.state import FULL, ClusterState
 from kubenpu.errors import InputError
 from kubenpu.model import Node, Request
+from kubenpu.sim.evictions import EvictionStats, Preemptor
+from kubenpu.sim.gangs import Gang, GangQueue, GangSource, GangStats, place_gang_now
 from kubenpu.traces.openb import TimedPod
 
 #: Event kinds, in the order they happen at one instant: leave first, then arrive.
@@ -61,6 +73,10 @@ class TimelineResult:
     #: What the replay asked of the cluster (see :func:`offered_load`).
     offered_load: float
     elapsed_s: float
+    #: With gangs: what became of them (``pods_turned_away``: members never placed).
+    gangs: GangStats | None = None
+    #: With priorities: what preemption did (evicted pods waited again).
+    preemption: EvictionStats | None = None
 
     def as_json(self) -> dict[str, object]:
         """The JSON form of ``kubenpu simulate --timeline --format json``."""
@@ -80,7 +96,10 @@ class TimelineResult:
             "times_s": self.times_s,
             "allocation": self.allocation,
             "elapsed_s": round(self.elapsed_s, 3),
-        }
+        } | (
+            ({"gangs": self.gangs.as_json()} if self.gangs is not None else {})
+            | ({"preemption": self.preemption.as_json()} if self.preemption is not None else {})
+        )
 
 
 class _Waiting:
@@ -128,6 +147,19 @@ class _Waiting:
     def remove(self, pod: TimedPod) -> None:
         self.pods.remove(pod)
 
+    def could_use(self, node: int, reqs: Sequence[Request]) -> bool:
+        """Whether any of ``reqs`` might fit node ``node``'s free capacity (as ``may_fit``)."""
+        s = self.state
+        top = int(s.dev_free[node].max()) if s.dev_free.shape[1] else 0
+        return any(
+            r.cpu_milli <= s.cpu_free[node]
+            and r.memory_mib <= s.mem_free[node]
+            and r.npus <= s.full_free[node]
+            and r.share_milli <= top
+            and self._model_ok(r, node)
+            for r in reqs
+        )
+
 
 def offered_load(pods: Sequence[TimedPod], capacity_milli: int) -> float:
     """NPU compute x runtime the pods ask within [first, last arrival], over that span, as
@@ -160,9 +192,13 @@ def replay_timeline(
     *,
     seed: int,
     samples: int = 200,
+    gangs: GangSource | None = None,
+    group_label: str | None = None,
+    priorities: Mapping[str, int] | None = None,
 ) -> TimelineResult:
     """Replay ``pods`` by their times (already compressed, if wanted) through one policy;
-    the report covers first to last arrival."""
+    the report covers first to last arrival. ``gangs`` (over the creation order) and
+    ``priorities`` (by pod name) as the module text says."""
     started = time.perf_counter()
     state = ClusterState(nodes)
     if state.total_devices == 0:
@@ -172,10 +208,21 @@ def replay_timeline(
     engine = Engine(state, profile, seed=seed)
     start = min(p.created_s for p in pods)
     horizon = max(p.created_s for p in pods)
-    events: list[tuple[int, int, int]] = [(p.created_s, _ARRIVE, k) for k, p in enumerate(pods)]
+    # (time, kind, pod index, run): a leave event whose run is not the pod's current one
+    # belongs to a run ended by an eviction.
+    events: list[tuple[int, int, int, int]] = [
+        (p.created_s, _ARRIVE, k, 0) for k, p in enumerate(pods)
+    ]
     heapq.heapify(events)
     index = {p.request.name: k for k, p in enumerate(pods)}
+    run = [0] * len(pods)
     waiting = _Waiting(state)
+    by_arrival = [pods[k].request for _, _, k, _ in sorted(events)]
+    queue = GangQueue(gangs.gangs(by_arrival), by_arrival) if gangs is not None else None
+    #: Gangs complete but not placed: the gang, its members, when it was complete.
+    waiting_gangs: list[tuple[Gang, list[TimedPod], int]] = []
+    preemptor = Preemptor(state, priorities) if priorities is not None else None
+    evictions = EvictionStats() if priorities is not None else None
     waits: list[int] = []
     placed = gave_up = 0
     allocated = 0
@@ -193,35 +240,104 @@ def replay_timeline(
         area += allocated * (now - last)
         last = now
 
-    def try_place(pod: TimedPod, now: int) -> bool:
+    def begin(pod: TimedPod, now: int, tracked: bool = False, since: int | None = None) -> None:
+        """Book a pod the state now holds: it runs from ``now`` for its runtime; it waited
+        since its creation (a gang member: since its gang was complete)."""
         nonlocal placed, allocated, peak
-        if engine.place(pod.request).placement is None:
-            return False
         placed += 1
         allocated += pod.request.device_milli
         peak = max(peak, allocated)
         if pod.request.wants_devices:
-            waits.append(now - pod.created_s)
-        heapq.heappush(events, (now + pod.runtime_s, _LEAVE, index[pod.request.name]))
+            waits.append(now - (pod.created_s if since is None else since))
+        k = index[pod.request.name]
+        run[k] += 1
+        heapq.heappush(events, (now + pod.runtime_s, _LEAVE, k, run[k]))
+        if preemptor is not None and not tracked:
+            preemptor.track(pod.request.name)
+
+    def try_place(pod: TimedPod, now: int) -> bool:
+        if engine.place(pod.request).placement is None:
+            return False
+        begin(pod, now)
         return True
 
+    def try_gang(gang: Gang, members: list[TimedPod], now: int, since: int) -> bool:
+        """All or nothing (at least ``min_count``); members left out never run."""
+        assert queue is not None
+        plan = place_gang_now(engine, gang, [m.request for m in members], group_label)
+        if plan is None:
+            return False
+        done = {p.pod for p in plan.placements}
+        for m in members:
+            if m.request.name in done:
+                begin(m, now, since=since)
+        queue.record(gang, len(members), len(done), plan.domain)
+        return True
+
+    def try_preempt(pod: TimedPod, now: int) -> bool:
+        """Evict lower-priority pods for ``pod``; they wait again from ``now``."""
+        nonlocal allocated
+        if preemptor is None or evictions is None:
+            return False
+        evicted = preemptor.preempt(engine, pod.request, evictions)
+        if evicted is None:
+            return False
+        begin(pod, now, tracked=True)
+        for v in evicted:
+            old = pods[index[v.name]]
+            allocated -= v.device_milli
+            waiting.add(replace(old, created_s=now, deleted_s=now + old.deleted_s - old.created_s))
+        # What the victims freed beyond the preemptor's need may serve a waiting pod.
+        retry(state.node_index[state.holdings[pod.request.name].placement.node], now)
+        return True
+
+    def retry(node: int, now: int) -> None:
+        """Capacity freed on ``node``: waiting gangs, then pods, that might use it."""
+        for entry in list(waiting_gangs):
+            gang, members, since = entry
+            if waiting.could_use(node, [m.request for m in members]) and try_gang(
+                gang, members, now, since
+            ):
+                waiting_gangs.remove(entry)
+        for candidate in waiting.may_fit(node):
+            if try_place(candidate, now):
+                waiting.remove(candidate)
+
     # After the last arrival, departures go on while pods wait: every wait gets its end.
-    while events and (events[0][0] <= horizon or waiting.pods):
-        now, kind, k = heapq.heappop(events)
+    while events and (events[0][0] <= horizon or waiting.pods or waiting_gangs):
+        now, kind, k, at = heapq.heappop(events)
         advance(now)
         pod = pods[k]
         if kind == _ARRIVE:
-            if not try_place(pod, now):
+            gang = queue.gang_of(pod.request.name) if queue is not None else None
+            if queue is not None and gang is not None:
+                released = queue.arrive(pod.request)
+                if released is not None:
+                    members = [pods[index[r.name]] for r in released[1]]
+                    if not try_gang(gang, members, now, now):
+                        waiting_gangs.append((gang, members, now))
+            elif not try_place(pod, now) and not try_preempt(pod, now):
                 waiting.add(pod)
             continue
-        holding = state.unreserve(pod.request.name)
-        assert holding is not None, "only placed pods have a leave event"
+        if at != run[k] or pod.request.name not in state.holdings:
+            continue  # the run was ended by an eviction
+        holding = state.holdings[pod.request.name]
+        if preemptor is not None:
+            preemptor.remove(pod.request.name)
+        else:
+            state.unreserve(pod.request.name)
         allocated -= pod.request.device_milli
         gave_up += waiting.expire(now)
-        for candidate in waiting.may_fit(holding.node):
-            if try_place(candidate, now):
-                waiting.remove(candidate)
+        for entry in [e for e in waiting_gangs if max(m.deleted_s for m in e[1]) <= now]:
+            waiting_gangs.remove(entry)  # every member deleted: the job was given up
+            gave_up += len(entry[1])
+            if queue is not None:
+                queue.record(entry[0], len(entry[1]), 0, None)
+        retry(holding.node, now)
     advance(horizon)
+    for gang, members, _ in waiting_gangs:  # never started: counted as turned away
+        if queue is not None:
+            queue.record(gang, len(members), 0, None)
     while len(curve) < samples:
         curve.append(round(100 * allocated / capacity, 4))
     span = max(horizon - start, 1)
@@ -238,7 +354,9 @@ def replay_timeline(
         wait_s={f"p{q}": float(np.percentile(waits, q)) if waits else 0.0 for q in PERCENTILES}
         | {"max": float(max(waits, default=0))},
         gave_up=gave_up,
-        waiting_at_end=len(waiting.pods),
+        waiting_at_end=len(waiting.pods) + sum(len(m) for _, m, _ in waiting_gangs),
         offered_load=round(offered_load(pods, capacity), 4),
         elapsed_s=time.perf_counter() - started,
+        gangs=queue.stats if queue is not None else None,
+        preemption=evictions,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,8 @@ TIME_COLUMNS = ("creation_time", "deletion_time")
 SCHEDULED_COLUMN = "scheduled_time"
 #: Optional pod column: allowed models joined by ``|`` (absent or empty = any model).
 POD_SPEC_COLUMN = "gpu_spec"
+#: Optional pod column: the pod's quality of service (``LS``, ``BE``, ``Burstable``, ...).
+QOS_COLUMN = "qos"
 #: The largest node of any real NPU instance carries 8 devices; the trace never asks more.
 MAX_DEVICES_PER_POD = 8
 #: Device models a node or a pod's ``gpu_spec`` may name: the openb trace's, and kubenpu's
@@ -115,6 +118,25 @@ def read_pod_timeline(path: Path) -> list[TimedPod]:
             )
         pods.append(TimedPod(request, created, deleted, deleted - started))
     return pods
+
+
+def read_pod_qos(path: Path, allowed: Collection[str] | None = None) -> dict[str, str] | None:
+    """Pod name -> the ``qos`` column's value (``LS``, ``BE``, ...), each one of ``allowed``
+    if given; None when the file has no such column or it is empty on every row. An empty
+    value among others is an error, as is one not allowed (both name the line)."""
+    rows = _pod_rows(path, ("name",))
+    values = {row.text("name"): row.text(QOS_COLUMN) for row in rows}
+    if not any(values.values()):
+        return None
+    for row in rows:
+        value = row.text(QOS_COLUMN)
+        if not value:
+            raise row.error(f"column {QOS_COLUMN!r}: empty, but other pods have one")
+        if allowed is not None and value not in allowed:
+            raise row.error(
+                f"column {QOS_COLUMN!r}: {value!r} is not one of {', '.join(sorted(allowed))}"
+            )
+    return values
 
 
 def _pod_rows(path: Path, columns: tuple[str, ...]) -> list[Row]:
