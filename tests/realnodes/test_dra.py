@@ -15,11 +15,16 @@ two NPUs each.
    extender passes the node and binds it without a record (it writes only the claim's
    device as ``kubenpu.io/devices``), and kube-scheduler's DRA plugin serves the pod
    through an extended-resource claim; on the device-plugin node, in the
-   same cluster, the extender records the device and the device plugin serves it.
+   same cluster, the extender records the device and the device plugin serves it;
+4. the extender rates the DRA node from its ResourceSlice and the claims' allocations (its
+   own informers, its RBAC): with both its NPUs held by a claim, the DRA node is no
+   candidate for a 1-NPU pod and the device-plugin node is the engine's pick.
 """
 
 from __future__ import annotations
 
+import json
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -29,6 +34,7 @@ from e2e.support import Cluster, wait_for
 from kubenpu import names
 from kubenpu.devcluster import extender as dev_extender
 from kubenpu.dra import deviceclass
+from kubenpu.extender.core import DRA_SCORE
 from realnodes.conftest import DRA_DP_NODE as DP_NODE
 from realnodes.conftest import DRA_NODE, npu_check_facts, wait_phase
 from realnodes.conftest import custom_objects as _custom
@@ -165,5 +171,49 @@ def test_plain_npu_pod_through_extended_resource_name(dra: Cluster) -> None:
         log = Path(dra.dev.processes[dev_extender.PROCESS].log).read_text()
         bound = f"bound default/seed-dra to {DRA_NODE}: devices {result['device']} from its claims"
         assert bound in log
+    finally:
+        dra.kubectl("delete", "pods", "--all", "--wait=true")
+
+
+def _prioritize(dra: Cluster, pod: dict, nodes: list[str]) -> dict[str, int]:
+    """The extender's prioritize answer, asked the way kube-scheduler asks it."""
+    config = yaml.safe_load(dev_extender.scheduler_config_path(dra.dev.paths).read_text())
+    url = config["extenders"][0]["urlPrefix"].rstrip("/") + "/prioritize"
+    assert url.startswith("http://127."), url  # the dev cluster's extender, on loopback
+    body = json.dumps({"Pod": pod, "NodeNames": nodes}).encode()
+    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return {h["Host"]: h["Score"] for h in json.loads(answer.read())}
+
+
+def test_the_extender_rates_the_dra_node_from_its_slice_and_claims(dra: Cluster) -> None:
+    one = _pod("asking", limits={names.RESOURCE_NPU: "1"})
+    one["metadata"]["namespace"] = "default"
+    nodes = [DP_NODE, DRA_NODE]
+
+    # Both nodes empty: the DRA node is rated by the engine from its slice (not the flat
+    # score of a node whose NPUs the extender does not know).
+    def rated() -> dict[str, int] | None:
+        scores = _prioritize(dra, one, nodes)
+        return scores if scores[DRA_NODE] != DRA_SCORE else None
+
+    wait_for("the DRA node rated from its slice", rated, timeout=30)
+    holder = _pod(
+        "holder",
+        limits={names.RESOURCE_NPU: "2"},
+        args=["--sleep", "120"],
+        nodeSelector={names.LABEL_NPU_DRIVER: names.NPU_DRIVER_DRA},
+    )
+    try:
+        dra.api.create_namespaced_pod("default", holder)
+        wait_phase(dra, "holder", "Running", timeout=120)
+
+        def held() -> dict[str, int] | None:
+            scores = _prioritize(dra, one, nodes)
+            return scores if scores[DRA_NODE] == 0 else None
+
+        # The claim holds both of the DRA node's NPUs: no candidate there; the
+        # device-plugin node is the engine's pick.
+        assert wait_for("the claim seen", held, timeout=30)[DP_NODE] == 10
     finally:
         dra.kubectl("delete", "pods", "--all", "--wait=true")
