@@ -127,6 +127,26 @@ class Cluster:
 
         return wait_for(f"pod {name} Running", running, timeout=timeout)
 
+    def wait_unschedulable(self, name: str, timeout: float = 60.0) -> dict[str, Any]:
+        """Wait until kube-scheduler has marked the pod ``PodScheduled=False/Unschedulable``;
+        return it. Its failure handling is then done and the pod waits in its queue for a
+        cluster event. In full e2e runs a pod whose capacity was freed within about 0.1 s
+        of its FailedScheduling event got no second attempt for over 60 s (kube-scheduler's
+        own counts had rejected it; the extender was never asked), as if the queue had
+        missed the event and left the pod for its 5-minute flush. Tests that free capacity
+        for a waiting pod wait for this first."""
+
+        def marked() -> dict[str, Any] | None:
+            pod = self.pod(name)
+            conditions = (pod or {}).get("status", {}).get("conditions") or []
+            done = any(
+                c.get("type") == "PodScheduled" and c.get("reason") == "Unschedulable"
+                for c in conditions
+            )
+            return pod if done else None
+
+        return wait_for(f"pod {name} marked Unschedulable", marked, timeout=timeout)
+
     def scheduling_failures(self, name: str) -> list[str]:
         """Messages of the FailedScheduling events of a pod."""
         events = self.get(

@@ -118,8 +118,7 @@ def test_step4_too_big_pods_stay_pending(clean: Cluster) -> None:
             f"FailedScheduling of {name}", lambda n=name: cluster.scheduling_failures(n)
         )
         assert any(f"Insufficient {names.RESOURCE_NPU}" in m for m in messages), messages
-        pod = cluster.pod(name)
-        assert pod is not None
+        pod = cluster.wait_unschedulable(name)
         assert pod["status"]["phase"] == "Pending"
         assert not pod["spec"].get("nodeName")
     # Freeing three NPUs on one node lets the two-NPU pod in; the five-NPU one never fits.
@@ -176,6 +175,7 @@ def test_step5_unhealthy_device_leaves_allocatable(clean: Cluster) -> None:
     waiting = f"on-node1-{NPUS_PER_NODE - 1}"
     messages = wait_for("FailedScheduling", lambda: cluster.scheduling_failures(waiting))
     assert any(f"Insufficient {names.RESOURCE_NPU}" in m for m in messages), messages
+    cluster.wait_unschedulable(waiting)
     # Healthy again: back in allocatable, and the waiting pod gets it.
     cluster.dev.set_device_health(node.name, sick, healthy=True)
     cluster.wait_running(waiting)
