@@ -31,6 +31,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 import urllib.parse
@@ -180,6 +181,7 @@ def prometheus(setup: Setup) -> Iterator[Prometheus]:
     finally:
         prom.stop()
         print(f"prometheus in {root}:\n{prom.tail()}")
+        shutil.rmtree(root, ignore_errors=True)  # its TSDB and log: nothing left behind
 
 
 def _finite(result: list[dict[str, Any]]) -> bool:
