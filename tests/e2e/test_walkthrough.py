@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 
 import pytest
 
@@ -122,6 +123,12 @@ def test_step4_too_big_pods_stay_pending(clean: Cluster) -> None:
         assert pod["status"]["phase"] == "Pending"
         assert not pod["spec"].get("nodeName")
     # Freeing three NPUs on one node lets the two-NPU pod in; the five-NPU one never fits.
+    # Not at once: three-a was bound a few ms ago. In full e2e runs a delete that quick
+    # left needs-two retried once, still "Insufficient" by kube-scheduler's own counts
+    # (the extender was never asked), then waiting for the queue's 5-minute flush; most
+    # likely the delete reached kube-scheduler before its informer confirmed three-a's
+    # bind, so its cache still counted three-a. A second lets the confirmation land.
+    time.sleep(1.0)
     cluster.api.delete_namespaced_pod("three-a", NAMESPACE)
     pod = cluster.wait_running("needs-two")
     assert len(cluster.devices_of("needs-two")[1]) == 2  # type: ignore[index]
