@@ -141,24 +141,31 @@ class KubernetesApi:
         pods: builtins.list[dict[str, Any]] = json.loads(response.data).get("items") or []
         return pods
 
-    def get_pod_group(self, namespace: str, name: str) -> dict[str, Any]:
-        """The PodGroup ``namespace/name`` (Workload API, scheduling.k8s.io/v1beta1)."""
+    def _get_object(
+        self, group: str, version: str, plural: str, namespace: str, name: str
+    ) -> dict[str, Any]:
+        """One namespaced object of an API group the typed client does not model, read
+        afresh as JSON."""
         try:
             response = raw(
                 self.custom.get_namespaced_custom_object(
-                    "scheduling.k8s.io",
-                    "v1beta1",
+                    group,
+                    version,
                     namespace,
-                    "podgroups",
+                    plural,
                     name,
                     _preload_content=False,
                     _request_timeout=_TIMEOUT,
                 )
             )
         except ApiException as err:
-            raise _error(err, f"get podgroup {namespace}/{name}") from None
-        group: dict[str, Any] = json.loads(response.data)
-        return group
+            raise _error(err, f"get {plural[:-1]} {namespace}/{name}") from None
+        obj: dict[str, Any] = json.loads(response.data)
+        return obj
+
+    def get_pod_group(self, namespace: str, name: str) -> dict[str, Any]:
+        """The PodGroup ``namespace/name`` (Workload API, scheduling.k8s.io/v1beta1)."""
+        return self._get_object("scheduling.k8s.io", "v1beta1", "podgroups", namespace, name)
 
     def list_pod_disruption_budgets(self) -> builtins.list[dict[str, Any]]:
         """Every PodDisruptionBudget (policy/v1), a consistent read: preempt lists them
@@ -176,22 +183,7 @@ class KubernetesApi:
 
     def get_resource_claim(self, namespace: str, name: str) -> dict[str, Any]:
         """The ResourceClaim ``namespace/name`` (resource.k8s.io/v1), read afresh."""
-        try:
-            response = raw(
-                self.custom.get_namespaced_custom_object(
-                    "resource.k8s.io",
-                    "v1",
-                    namespace,
-                    "resourceclaims",
-                    name,
-                    _preload_content=False,
-                    _request_timeout=_TIMEOUT,
-                )
-            )
-        except ApiException as err:
-            raise _error(err, f"get resourceclaim {namespace}/{name}") from None
-        claim: dict[str, Any] = json.loads(response.data)
-        return claim
+        return self._get_object("resource.k8s.io", "v1", "resourceclaims", namespace, name)
 
     def bind_pod(self, namespace: str, name: str, uid: str, node: str) -> None:
         """POST the pod's ``binding`` subresource (with the pod's uid as a precondition)."""

@@ -30,6 +30,7 @@ from kubenpu.adapters.kube import (
     request_from_pod,
 )
 from kubenpu.errors import ObjectError
+from kubenpu.model import Device
 from kubenpu.names import (
     ANNOTATION_DEVICE_INVENTORY,
     ANNOTATION_DEVICES,
@@ -396,16 +397,20 @@ def npu_nodes(
     return sorted(rows, key=lambda r: r.name)
 
 
-def _inventory_ids(node: Mapping[str, Any]) -> list[str]:
-    """The device ids the device plugin published on the Node ([] when none or unreadable)."""
+def _inventory(node: Mapping[str, Any]) -> list[Device]:
+    """The devices the device plugin published on the Node ([] when none or unreadable)."""
     text = (_meta(node).get("annotations") or {}).get(ANNOTATION_DEVICE_INVENTORY)
     if not text:
         return []
     try:
-        devices = devices_from_inventory(str(text), str(_meta(node).get("name", "")))
+        return devices_from_inventory(str(text), str(_meta(node).get("name", "")))
     except ObjectError:
         return []
-    return [d.id for d in devices]
+
+
+def _inventory_ids(node: Mapping[str, Any]) -> list[str]:
+    """The device ids the device plugin published on the Node ([] when none or unreadable)."""
+    return [d.id for d in _inventory(node)]
 
 
 def node_table(rows: Sequence[NodeNpus]) -> list[list[str]]:
@@ -559,14 +564,7 @@ def _first_line(text: str, limit: int = 300) -> str:
 
 
 def _unhealthy_ids(node: Mapping[str, Any]) -> list[str]:
-    text = (_meta(node).get("annotations") or {}).get(ANNOTATION_DEVICE_INVENTORY)
-    if not text:
-        return []
-    try:
-        devices = devices_from_inventory(str(text), str(_meta(node).get("name", "")))
-    except ObjectError:
-        return []
-    return [d.id for d in devices if not d.healthy]
+    return [d.id for d in _inventory(node) if not d.healthy]
 
 
 def short_of_npus(node: Mapping[str, Any] | None, npus: int) -> str:
